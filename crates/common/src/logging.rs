@@ -2,6 +2,7 @@
 //! log collectors. Logs go to stderr so that stdout carries only results (tables, patches).
 
 use clap::ValueEnum;
+use std::io::IsTerminal;
 use tracing::level_filters::LevelFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -20,6 +21,7 @@ pub fn init(format: LogFormat, verbose: bool) {
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     // A second call (tests that run the library twice in one process) keeps the first
     // subscriber, which is what they want.

@@ -51,6 +51,10 @@ pub struct Cli {
     #[arg(long, env = "ZK_WAIT_MAX_INTERVAL", value_name = "DUR", default_value = "250ms", value_parser = positive_duration)]
     pub max_interval: Duration,
 
+    /// At most one progress line this often while waiting.
+    #[arg(long, env = "ZK_WAIT_PROGRESS_EVERY", value_name = "DUR", default_value = "5s", value_parser = positive_duration)]
+    pub progress_every: Duration,
+
     /// Log and summary format.
     #[arg(long, env = "ZK_WAIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -59,9 +63,6 @@ pub struct Cli {
     #[arg(short, long, env = "ZK_WAIT_VERBOSE", value_parser = BoolishValueParser::new(), default_value_t = false)]
     pub verbose: bool,
 }
-
-/// How often a progress line is logged while waiting.
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 impl Cli {
     pub fn wait_options(&self) -> WaitOptions {
@@ -72,7 +73,7 @@ impl Cli {
             once: self.once,
             probe_timeout: self.probe_timeout,
             max_interval: self.max_interval,
-            progress_every: PROGRESS_EVERY,
+            progress_every: self.progress_every,
         }
     }
 }
