@@ -4,7 +4,7 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,7 @@ impl Process {
                 format!("cannot start {name} ({:?}): {error}", command.get_program()),
             )
         })?;
+        register(child.id());
         let lines = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         if let Some(stdout) = child.stdout.take() {
@@ -102,11 +103,12 @@ impl Process {
     /// The exit status and when it was seen, if the process has ended. Polled every
     /// millisecond by `wait_timeout`, so the time is good to about a millisecond.
     pub fn try_exit(&mut self) -> io::Result<Option<(ExitStatus, Instant)>> {
-        if self.exit.is_none() {
-            if let Some(status) = self.child.try_wait()? {
-                self.exit = Some((status, Instant::now()));
-                self.join_readers();
-            }
+        if self.exit.is_none()
+            && let Some(status) = self.child.try_wait()?
+        {
+            self.exit = Some((status, Instant::now()));
+            unregister(self.child.id());
+            self.join_readers();
         }
         Ok(self.exit)
     }
@@ -193,6 +195,7 @@ impl Process {
             if let Ok(status) = self.child.wait() {
                 self.exit = Some((status, Instant::now()));
             }
+            unregister(self.child.id());
             self.join_readers();
         }
     }
@@ -208,6 +211,52 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Children alive now, so that a signal can stop them: Drop does not run when the owner is
+/// ended by SIGTERM or Ctrl-C.
+static LIVE_CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn register(pid: u32) {
+    if let Ok(mut live) = LIVE_CHILDREN.lock() {
+        live.push(pid);
+    }
+}
+
+fn unregister(pid: u32) {
+    if let Ok(mut live) = LIVE_CHILDREN.lock() {
+        live.retain(|&p| p != pid);
+    }
+}
+
+/// For long-running owners (the demo, benchmarks): on SIGINT or SIGTERM, kill every child
+/// still alive and exit with the signal's code. Tests need not call it: nextest ends a test's
+/// whole process group.
+pub fn stop_children_on_signal() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        thread::spawn(|| {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            else {
+                return;
+            };
+            let signal = runtime.block_on(sidecar_common::shutdown::wait_for_signal());
+            let live: Vec<u32> = LIVE_CHILDREN.lock().map(|l| l.clone()).unwrap_or_default();
+            for pid in &live {
+                let _ = Command::new("kill")
+                    .args(["-s", "KILL", &pid.to_string()])
+                    .status();
+            }
+            eprintln!(
+                "\n{} received: stopped {} child process(es)",
+                signal.name(),
+                live.len()
+            );
+            std::process::exit(i32::from(signal.exit_code()));
+        });
+    });
 }
 
 fn read_lines(

@@ -1,1 +1,58 @@
-fn main() {}
+//! `cargo xtask`: the project's own commands. `test` runs the whole suite (CI calls it),
+//! `demo` shows the project working on this machine, `bench` measures.
+
+mod bench_zk_wait;
+mod demo;
+mod install;
+mod run;
+mod test;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "The project's own commands")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the tests need when missing, then lint and run the whole test suite.
+    Test,
+    /// Show zk-wait holding a "pod" until a real ZooKeeper ensemble serves.
+    Demo,
+    /// Measure a binary against the usual shell loop it replaces.
+    Bench {
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchTarget {
+    /// Detection latency, peak RSS and binary size of zk-wait versus the `nc` init loop.
+    ZkWait {
+        /// Runs to take the median of.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let outcome = match Cli::parse().task {
+        Task::Test => test::run(),
+        Task::Demo => demo::run(),
+        Task::Bench {
+            target: BenchTarget::ZkWait { runs },
+        } => bench_zk_wait::run(runs),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

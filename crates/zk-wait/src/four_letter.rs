@@ -104,12 +104,13 @@ pub fn parse_reply(word: Word, answer: &[u8]) -> Reply {
     if trimmed == NOT_SERVING {
         return Reply::NotServing;
     }
-    if let Some(refused) = trimmed.strip_suffix(NOT_WHITELISTED_SUFFIX) {
-        if refused.len() == 4 && refused.chars().all(|c| c.is_ascii_lowercase()) {
-            return Reply::NotWhitelisted {
-                word: refused.to_owned(),
-            };
-        }
+    if let Some(refused) = trimmed.strip_suffix(NOT_WHITELISTED_SUFFIX)
+        && refused.len() == 4
+        && refused.chars().all(|c| c.is_ascii_lowercase())
+    {
+        return Reply::NotWhitelisted {
+            word: refused.to_owned(),
+        };
     }
     match word {
         Word::Ruok if trimmed == "imok" => Reply::Imok,

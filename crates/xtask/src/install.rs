@@ -1,0 +1,77 @@
+//! Installs what the tests, demo and benchmarks need when it is missing, so that a fresh
+//! machine needs nothing but this repository: Debian packages through apt-get, and
+//! cargo-nextest through cargo.
+
+use crate::run::{Result, cargo, step};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Once;
+
+/// A Debian package and a file whose presence shows it is installed.
+pub struct Package {
+    pub name: &'static str,
+    pub provides: &'static str,
+}
+
+pub const ZOOKEEPER: Package = Package {
+    name: "zookeeperd",
+    provides: "/usr/share/zookeeper/bin/zkServer.sh",
+};
+pub const NETCAT: Package = Package {
+    name: "netcat-openbsd",
+    provides: "/bin/nc.openbsd",
+};
+pub const GNU_TIME: Package = Package {
+    name: "time",
+    provides: "/usr/bin/time",
+};
+
+/// Installs the missing ones of `packages` with one apt-get run.
+pub fn debian_packages(packages: &[Package]) -> Result {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|package| !Path::new(package.provides).exists())
+        .map(|package| package.name)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let apt = |args: &[&str]| {
+        let mut command = if is_root() {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    static UPDATED: Once = Once::new();
+    let mut update = Ok(());
+    UPDATED.call_once(|| update = step("refresh Debian's package lists", apt(&["update", "-q"])));
+    update?;
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(&missing);
+    step(&format!("install {}", missing.join(" ")), apt(&install))
+}
+
+pub fn nextest() -> Result {
+    let present = cargo()
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if present {
+        return Ok(());
+    }
+    let mut command = cargo();
+    command.args(["install", "cargo-nextest", "--locked"]);
+    step("install cargo-nextest", command)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
+}

@@ -1,0 +1,39 @@
+//! `cargo xtask test`: the whole suite, as CI runs it. Installs what the tests need, checks
+//! formatting and lints, builds the binaries the end-to-end tests drive, then runs every test
+//! (unit, real-server integration, doc tests).
+
+use crate::install;
+use crate::run::{Result, cargo, step};
+
+pub fn run() -> Result {
+    install::debian_packages(&[install::ZOOKEEPER])?;
+    install::nextest()?;
+
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    step("check formatting", fmt)?;
+
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    step("lint", clippy)?;
+
+    let mut build = cargo();
+    build.args(["build", "--workspace", "--bins"]);
+    step("build the binaries the end-to-end tests drive", build)?;
+
+    let mut doc = cargo();
+    doc.args(["test", "--workspace", "--doc"]);
+    step("run the doc tests", doc)?;
+
+    // Last, so that its summary line closes the output.
+    let mut nextest = cargo();
+    nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    step("run the tests", nextest)
+}
