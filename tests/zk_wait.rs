@@ -150,6 +150,22 @@ fn default_whitelist_works_and_notes_ruok_once() {
     assert!(finished.stderr.contains("4lw.commands.whitelist"));
 }
 
+/// A name is resolved and probed at its addresses. Where `localhost` also resolves to ::1 (not
+/// on every machine), ZooKeeper listens on 127.0.0.1 only, and the name is ready through the
+/// one address that serves.
+#[test]
+fn a_host_name_is_resolved_and_ready_through_an_address_that_serves() {
+    let server = Ensemble::start_standalone(EnsembleConfig::standalone()).unwrap();
+    let by_name = format!("localhost:{}", server.client_address(0).port());
+    let finished = once(&by_name, &[]);
+    assert_eq!(finished.code, Some(0), "{}", finished.said());
+    let line = row(&finished, &by_name);
+    assert!(
+        line.contains("127.0.0.1:") && line.contains("ready (standalone)"),
+        "{line}"
+    );
+}
+
 #[test]
 fn all_words_allowed_shows_imok_beside_the_mode() {
     let server = Ensemble::start_standalone(EnsembleConfig::standalone().whitelist("*")).unwrap();
