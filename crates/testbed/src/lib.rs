@@ -3,6 +3,7 @@
 //! starts is stopped when the test ends, also on panic. Tests, benchmarks and the demo use it.
 
 pub mod fake_peer;
+pub mod kube_api;
 pub mod ports;
 pub mod process;
 pub mod zookeeper;

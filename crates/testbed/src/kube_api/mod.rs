@@ -1,0 +1,306 @@
+//! A Kubernetes API server stand-in for tests, benchmarks and the demo: no kube-apiserver
+//! can be installed on these machines, so this serves the part of the API that port-sync
+//! (and later the Helm runner) uses, behaving as the real server does: HTTPS with its own
+//! CA, bearer tokens with expiry, RBAC from the project's own `rbac/` manifests, core/v1
+//! Services with get/list/watch/create/update/patch/delete, resourceVersion, validation,
+//! Status bodies, and fault injection.
+//!
+//! It runs on its own thread with its own tokio runtime, so synchronous code can use it;
+//! dropping the [`ApiServer`] stops it.
+
+mod auth;
+mod faults;
+mod http;
+mod patch;
+mod rbac;
+mod resources;
+mod selectors;
+mod server;
+mod status;
+mod store;
+mod tls;
+mod validate;
+mod watch;
+
+pub use auth::{ADMIN_USER, Identity, write_token_file};
+pub use faults::{Fault, FaultOn, Faults, RequestKind, RequestRecord};
+pub use rbac::{PolicyRule, RbacConfig};
+pub use status::{ApiError, FieldError, FieldProblem};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch as signal};
+
+/// The admin token lives this long: longer than any test, benchmark or demo.
+const ADMIN_TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, Clone)]
+pub struct ApiServerConfig {
+    /// `None`: a free port on 127.0.0.1.
+    pub port: Option<u16>,
+    pub rbac: RbacConfig,
+    /// How many change events watches can replay from; older versions get 410 Gone.
+    pub watch_history: usize,
+    /// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for ApiServerConfig {
+    fn default() -> Self {
+        ApiServerConfig {
+            port: None,
+            rbac: RbacConfig::default(),
+            watch_history: 1000,
+            bookmark_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ApiServerConfig {
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Takes `verb` out of every rule of the Role, e.g. "patch" or "watch".
+    pub fn without_verb(mut self, verb: &str) -> Self {
+        self.rbac.without_verbs.push(verb.to_owned());
+        self
+    }
+
+    /// Adds a rule to the Role.
+    pub fn with_rule(mut self, rule: PolicyRule) -> Self {
+        self.rbac.extra_rules.push(rule);
+        self
+    }
+
+    /// Puts the Role and RoleBinding (and the bound service account) in `namespace`.
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.rbac.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    pub fn watch_history(mut self, events: usize) -> Self {
+        self.watch_history = events;
+        self
+    }
+
+    pub fn bookmark_interval(mut self, interval: Duration) -> Self {
+        self.bookmark_interval = interval;
+        self
+    }
+}
+
+pub struct ApiServer {
+    shared: Arc<http::Shared>,
+    address: SocketAddr,
+    ca_pem: String,
+    admin_token: String,
+    shutdown: signal::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ApiServer {
+    /// Makes the CA and certificate, loads the RBAC manifests, binds 127.0.0.1 and starts
+    /// serving on a thread of its own. Fails if the manifests are missing or invalid.
+    pub fn start(config: ApiServerConfig) -> io::Result<ApiServer> {
+        let authorizer = rbac::Authorizer::load(&config.rbac)?;
+        let server_tls = tls::make_server_tls()?;
+        let listener = server::bind(SocketAddr::from((
+            Ipv4Addr::LOCALHOST,
+            config.port.unwrap_or(0),
+        )))?;
+        let address = listener.local_addr()?;
+        let (commands_sender, commands) = mpsc::unbounded_channel();
+        let (shutdown, shutdown_receiver) = signal::channel(false);
+        let mut tokens = auth::TokenRegistry::default();
+        let admin_token = tokens.issue(Identity::admin(), ADMIN_TOKEN_LIFETIME);
+        let shared = Arc::new(http::Shared {
+            store: Mutex::new(store::Store::new(config.watch_history)),
+            tokens: Mutex::new(tokens),
+            authorizer,
+            faults: Faults::new(commands_sender),
+            bookmark_interval: config.bookmark_interval,
+            address: address.to_string(),
+        });
+        // One thread is plenty for a test server and leaves the two cores to the code under test.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let listening = server::Listening {
+            listener,
+            acceptor: server_tls.acceptor,
+            shared: Arc::clone(&shared),
+            commands,
+            shutdown: shutdown_receiver,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("kube-api-{}", address.port()))
+            .spawn(move || {
+                if let Err(error) = runtime.block_on(server::serve(listening)) {
+                    eprintln!("kube-api stand-in stopped: {error}");
+                }
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })?;
+        Ok(ApiServer {
+            shared,
+            address,
+            ca_pem: server_tls.ca_pem,
+            admin_token,
+            shutdown,
+            thread: Some(thread),
+        })
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.address)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The CA that signed the server's certificate, in PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A token of `kubernetes-admin` (group system:masters): every verb on everything.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// A new token for `user` (e.g. `system:serviceaccount:flink:port-sync`), valid for `valid_for`.
+    pub fn issue_token(&self, user: &str, valid_for: Duration) -> String {
+        self.shared
+            .tokens()
+            .issue(Identity::from_user(user), valid_for)
+    }
+
+    /// Issues a token for `user` and writes it to `path` atomically; returns the token.
+    /// Used both for the first token and for a rotation: earlier tokens stay valid until
+    /// their own expiry, as projected service-account tokens do.
+    pub fn rotate_token(&self, path: &Path, user: &str, valid_for: Duration) -> io::Result<String> {
+        let token = self.issue_token(user, valid_for);
+        write_token_file(path, &token)?;
+        Ok(token)
+    }
+
+    /// Writes a kubeconfig for this server: the CA inline, and a user whose token is read
+    /// from `token_file` (kube and client-go re-read it, so rotation reaches them).
+    pub fn write_kubeconfig(
+        &self,
+        path: &Path,
+        token_file: &Path,
+        namespace: &str,
+    ) -> io::Result<()> {
+        let ca_data = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        let kubeconfig = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{
+                "name": "testbed",
+                "cluster": { "server": self.url(), "certificate-authority-data": ca_data }
+            }],
+            "users": [{ "name": "testbed-user", "user": { "tokenFile": token_file } }],
+            "contexts": [{
+                "name": "testbed",
+                "context": { "cluster": "testbed", "user": "testbed-user", "namespace": namespace }
+            }],
+            "current-context": "testbed",
+            "preferences": {}
+        });
+        let text = serde_norway::to_string(&kubeconfig).map_err(io::Error::other)?;
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let mut file = tempfile::NamedTempFile::new_in(folder.unwrap_or_else(|| Path::new(".")))?;
+        io::Write::write_all(&mut file, text.as_bytes())?;
+        file.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Fault injection, `down_for` and the request log.
+    pub fn faults(&self) -> Faults {
+        self.shared.faults.clone()
+    }
+
+    /// Every request so far, oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.faults.requests()
+    }
+
+    /// Stops listening and cuts every connection for `duration`, then listens again on the
+    /// same port. Returns once down.
+    pub fn down_for(&self, duration: Duration) {
+        self.shared.faults.down_for(duration);
+    }
+
+    /// The newest resourceVersion (every change raises it).
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store().resource_version()
+    }
+
+    /// Creates a Service as an outside party would (validated, defaulted); returns it stored.
+    pub fn create_service(&self, namespace: &str, service: Value) -> Result<Value, ApiError> {
+        self.shared
+            .store()
+            .create(&resources::SERVICES, namespace, service)
+    }
+
+    pub fn get_service(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.shared
+            .store()
+            .get(&resources::SERVICES, namespace, name)
+            .ok()
+    }
+
+    /// Replaces a Service (a PUT): 409 if `metadata.resourceVersion` is set and stale.
+    pub fn replace_service(&self, namespace: &str, service: Value) -> Result<Value, ApiError> {
+        let name = service
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        self.shared
+            .store()
+            .update(&resources::SERVICES, namespace, &name, |_| Ok(service))
+    }
+
+    /// Changes a Service in place, as `kubectl edit` or `helm upgrade` would: a real change
+    /// raises the resourceVersion and reaches watchers; an edit that changes nothing does not.
+    pub fn edit_service(
+        &self,
+        namespace: &str,
+        name: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> Result<Value, ApiError> {
+        self.shared
+            .store()
+            .update(&resources::SERVICES, namespace, name, |current| {
+                let mut edited = current.clone();
+                edit(&mut edited);
+                Ok(edited)
+            })
+    }
+
+    pub fn delete_service(&self, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        self.shared
+            .store()
+            .delete(&resources::SERVICES, namespace, name)
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
