@@ -72,6 +72,16 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     Ok(total)
 }
 
+/// Like `parse_duration`, for flags where zero makes no sense (timeouts, intervals); gives the
+/// message as a `String`, which is what clap's value parsers want.
+pub fn parse_positive_duration(input: &str) -> Result<Duration, String> {
+    match parse_duration(input) {
+        Ok(Duration::ZERO) => Err("it must be longer than zero".into()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 /// Formats a duration the way `parse_duration` reads it, choosing the largest exact unit:
 /// `250ms`, `2s`, `1m30s`.
 pub fn format_duration(duration: Duration) -> String {
@@ -115,6 +125,20 @@ mod tests {
         assert!(message("99999999999999999999s").contains("too large"));
         assert!(message("18446744073709551615h").contains("too large"));
         assert!(message("2x").contains("e.g. 500ms, 2s, 5m"));
+    }
+
+    #[test]
+    fn positive_durations_refuse_zero() {
+        assert_eq!(parse_positive_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            parse_positive_duration("0ms"),
+            Err("it must be longer than zero".into())
+        );
+        assert!(
+            parse_positive_duration("2")
+                .unwrap_err()
+                .contains("has no unit")
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::quorum::Requirement;
 use crate::wait::WaitOptions;
 use clap::Parser;
 use clap::builder::BoolishValueParser;
-use sidecar_common::duration::parse_duration;
+use sidecar_common::duration::parse_positive_duration;
 use sidecar_common::logging::LogFormat;
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ pub struct Cli {
 
     /// Give up after this long with exit code 1 (e.g. 5m). Default: wait for ever, and let
     /// Kubernetes decide the pod's fate.
-    #[arg(long, env = "ZK_WAIT_TIMEOUT", value_name = "DUR", value_parser = positive_duration)]
+    #[arg(long, env = "ZK_WAIT_TIMEOUT", value_name = "DUR", value_parser = parse_positive_duration)]
     pub timeout: Option<Duration>,
 
     /// One round: print the table, exit 0 if the requirement holds, else 1.
@@ -44,15 +44,15 @@ pub struct Cli {
     pub once: bool,
 
     /// Bound on each of resolving a name, connecting, and reading an answer.
-    #[arg(long, env = "ZK_WAIT_PROBE_TIMEOUT", value_name = "DUR", default_value = "2s", value_parser = positive_duration)]
+    #[arg(long, env = "ZK_WAIT_PROBE_TIMEOUT", value_name = "DUR", default_value = "2s", value_parser = parse_positive_duration)]
     pub probe_timeout: Duration,
 
     /// Longest pause between rounds (rounds back off exponentially, with jitter, up to this).
-    #[arg(long, env = "ZK_WAIT_MAX_INTERVAL", value_name = "DUR", default_value = "250ms", value_parser = positive_duration)]
+    #[arg(long, env = "ZK_WAIT_MAX_INTERVAL", value_name = "DUR", default_value = "250ms", value_parser = parse_positive_duration)]
     pub max_interval: Duration,
 
     /// At most one progress line this often while waiting.
-    #[arg(long, env = "ZK_WAIT_PROGRESS_EVERY", value_name = "DUR", default_value = "5s", value_parser = positive_duration)]
+    #[arg(long, env = "ZK_WAIT_PROGRESS_EVERY", value_name = "DUR", default_value = "5s", value_parser = parse_positive_duration)]
     pub progress_every: Duration,
 
     /// Log and summary format.
@@ -75,14 +75,6 @@ impl Cli {
             max_interval: self.max_interval,
             progress_every: self.progress_every,
         }
-    }
-}
-
-fn positive_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text) {
-        Ok(Duration::ZERO) => Err("it must be longer than zero".into()),
-        Ok(duration) => Ok(duration),
-        Err(error) => Err(error.to_string()),
     }
 }
 

@@ -1,0 +1,524 @@
+//! The JobManager's side: the body of `GET /jobmanager/config` (a JSON array of
+//! `{"key": …, "value": …}`) turned into the ports the Service should have. `parse_config` is
+//! pure; `JobManager` is the thin HTTP edge that fetches the body with bounded time and size.
+
+use crate::ports::{DesiredPorts, PortMapping};
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+/// Flink's answer is a few KiB; a body near this cap is not the config endpoint.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Bounds on each request: the JobManager is on the same pod, so anything slower is a hang.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(3);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the body of `/jobmanager/config` gave no ports. Each message names the key and the
+/// value it saw and what was expected; nothing is patched from such an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// An HTML page (a proxy's or Flink's own error page) instead of JSON.
+    Html {
+        start: String,
+    },
+    NotJson {
+        detail: String,
+        start: String,
+    },
+    /// JSON, but not an array of `{key, value}` objects.
+    WrongShape {
+        found: String,
+    },
+    KeyMissing {
+        key: String,
+        port_name: String,
+    },
+    NotAPort {
+        key: String,
+        value: String,
+        problem: PortProblem,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortProblem {
+    NotANumber,
+    /// Port 0 asks the OS for a random port: the JobManager has not bound it (yet).
+    Zero,
+    TooLarge,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const EXPECTED: &str = "expected a JSON array of {\"key\": …, \"value\": …} objects";
+        match self {
+            ConfigError::Html { start } => write!(
+                f,
+                "the JobManager answered with an HTML page, not its configuration ({EXPECTED}); \
+                 does --jobmanager-url point at Flink's REST endpoint? The page starts: {start:?}"
+            ),
+            ConfigError::NotJson { detail, start } => write!(
+                f,
+                "the JobManager's answer is not JSON ({detail}); {EXPECTED}. It starts: {start:?}"
+            ),
+            ConfigError::WrongShape { found } => {
+                write!(
+                    f,
+                    "the JobManager's answer has the wrong shape: {found}; {EXPECTED}"
+                )
+            }
+            ConfigError::KeyMissing { key, port_name } => write!(
+                f,
+                "the JobManager's configuration has no key {key} (mapped to Service port \
+                 {port_name} by --port {port_name}={key}); check the key's spelling"
+            ),
+            ConfigError::NotAPort {
+                key,
+                value,
+                problem,
+            } => {
+                let why = match problem {
+                    PortProblem::NotANumber => "not a port number",
+                    PortProblem::Zero => {
+                        "port 0 (random): the JobManager has not reported the port it bound"
+                    }
+                    PortProblem::TooLarge => "above 65535",
+                };
+                write!(
+                    f,
+                    "the JobManager reports {key} = {value:?}, which is {why}; expected a port \
+                     number from 1 to 65535"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Finds each mapped key in the body of `GET /jobmanager/config` and reads its value as a port.
+/// Flink reports values as strings ("44215"); a JSON number is taken too.
+pub fn parse_config(body: &[u8], mappings: &[PortMapping]) -> Result<DesiredPorts, ConfigError> {
+    let document: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
+        let start = excerpt(body);
+        if start.trim_start().starts_with('<') {
+            ConfigError::Html { start }
+        } else {
+            ConfigError::NotJson {
+                detail: error.to_string(),
+                start,
+            }
+        }
+    })?;
+    let entries = document.as_array().ok_or_else(|| ConfigError::WrongShape {
+        found: format!("a JSON {}", kind_of(&document)),
+    })?;
+    let mut desired = DesiredPorts::default();
+    for mapping in mappings {
+        let value =
+            find_value(entries, &mapping.flink_key)?.ok_or_else(|| ConfigError::KeyMissing {
+                key: mapping.flink_key.clone(),
+                port_name: mapping.port_name.clone(),
+            })?;
+        let port = parse_port(&mapping.flink_key, value)?;
+        desired.insert(&mapping.port_name, port);
+    }
+    Ok(desired)
+}
+
+/// The value of the first entry whose key is `key`, as text.
+fn find_value<'a>(
+    entries: &'a [serde_json::Value],
+    key: &str,
+) -> Result<Option<&'a serde_json::Value>, ConfigError> {
+    for (index, entry) in entries.iter().enumerate() {
+        let (Some(entry_key), Some(value)) = (
+            entry.get("key").and_then(|k| k.as_str()),
+            entry.get("value"),
+        ) else {
+            return Err(ConfigError::WrongShape {
+                found: format!(
+                    "entry {index} is {}, not an object with a string \"key\" and a \"value\"",
+                    short_json(entry)
+                ),
+            });
+        };
+        if entry_key == key {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
+fn parse_port(key: &str, value: &serde_json::Value) -> Result<u16, ConfigError> {
+    let text = match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Number(number) => number.to_string(),
+        other => other.to_string(),
+    };
+    let problem = |problem| ConfigError::NotAPort {
+        key: key.to_owned(),
+        value: text.clone(),
+        problem,
+    };
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(problem(PortProblem::NotANumber));
+    }
+    match text.parse::<u64>() {
+        Ok(0) => Err(problem(PortProblem::Zero)),
+        Ok(port) => u16::try_from(port).map_err(|_| problem(PortProblem::TooLarge)),
+        // All digits yet no u64: far above 65535.
+        Err(_) => Err(problem(PortProblem::TooLarge)),
+    }
+}
+
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+fn short_json(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    truncate(&text, 80)
+}
+
+/// The first bytes of a body, as text, for an error message.
+fn excerpt(body: &[u8]) -> String {
+    let head = &body[..body.len().min(120)];
+    truncate(&String::from_utf8_lossy(head), 80)
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// Why the JobManager could not be asked: it is not there (yet), it answered with an HTTP
+/// error, or its answer was too big or too slow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    Unreachable(String),
+    Timeout,
+    Status { code: u16, start: String },
+    TooLarge,
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::Unreachable(why) => write!(f, "the JobManager is not answering: {why}"),
+            FetchError::Timeout => write!(
+                f,
+                "the JobManager did not answer within {}s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+            FetchError::Status { code, start } => write!(
+                f,
+                "the JobManager answered HTTP {code} to /jobmanager/config; the body starts: {start:?}"
+            ),
+            FetchError::TooLarge => write!(
+                f,
+                "the JobManager's answer is larger than {} KiB, which /jobmanager/config never is; \
+                 does --jobmanager-url point at Flink's REST endpoint?",
+                MAX_BODY_BYTES / 1024
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// Either half of asking the JobManager for ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobManagerError {
+    Fetch(FetchError),
+    Config(ConfigError),
+}
+
+impl fmt::Display for JobManagerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobManagerError::Fetch(error) => error.fmt(f),
+            JobManagerError::Config(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for JobManagerError {}
+
+/// Why a client for the JobManager could not be made: always bad input (exit 2).
+#[derive(Debug)]
+pub struct SetupError(pub String);
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// The JobManager's REST endpoint, with a client bounded in time and body size.
+#[derive(Debug, Clone)]
+pub struct JobManager {
+    client: reqwest::Client,
+    config_url: reqwest::Url,
+}
+
+impl JobManager {
+    /// `base` is `--jobmanager-url` (a path prefix is kept, for a REST endpoint behind a
+    /// proxy); `ca_file` is a PEM bundle that alone is trusted for an https URL.
+    pub fn new(base: &reqwest::Url, ca_file: Option<&Path>) -> Result<Self, SetupError> {
+        // reqwest is built without a crypto provider of its own so that it shares kube's
+        // (ring); installing it is idempotent and fails only when one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("port-sync/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).map_err(|error| {
+                SetupError(format!(
+                    "--jobmanager-ca {}: cannot read it: {error}",
+                    path.display()
+                ))
+            })?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
+                SetupError(format!(
+                    "--jobmanager-ca {}: not a PEM certificate bundle: {error}",
+                    path.display()
+                ))
+            })?;
+            if certificates.is_empty() {
+                return Err(SetupError(format!(
+                    "--jobmanager-ca {}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    path.display()
+                )));
+            }
+            builder = builder.tls_certs_only(certificates);
+        }
+        let client = builder
+            .build()
+            .map_err(|error| SetupError(format!("cannot set up the JobManager client: {error}")))?;
+        Ok(Self {
+            client,
+            config_url: config_url(base),
+        })
+    }
+
+    pub fn config_url(&self) -> &reqwest::Url {
+        &self.config_url
+    }
+
+    /// Asks for the configuration and reads the mapped ports from it.
+    pub async fn desired_ports(
+        &self,
+        mappings: &[PortMapping],
+    ) -> Result<DesiredPorts, JobManagerError> {
+        let body = self.fetch_config().await.map_err(JobManagerError::Fetch)?;
+        parse_config(&body, mappings).map_err(JobManagerError::Config)
+    }
+
+    /// `GET /jobmanager/config`, the body read up to `MAX_BODY_BYTES`.
+    pub async fn fetch_config(&self) -> Result<Vec<u8>, FetchError> {
+        let mut response = self
+            .client
+            .get(self.config_url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|error| fetch_error(&error))?;
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_BODY_BYTES as u64)
+        {
+            return Err(FetchError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| fetch_error(&error))?
+        {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::Status {
+                code: status.as_u16(),
+                start: excerpt(&body),
+            });
+        }
+        Ok(body)
+    }
+}
+
+/// `http://h:8081` and `http://h:8081/` give `http://h:8081/jobmanager/config`;
+/// `https://h/flink` gives `https://h/flink/jobmanager/config`.
+pub fn config_url(base: &reqwest::Url) -> reqwest::Url {
+    let mut url = base.clone();
+    let path = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&format!("{path}/jobmanager/config"));
+    url.set_query(None);
+    url.set_fragment(None);
+    url
+}
+
+fn fetch_error(error: &reqwest::Error) -> FetchError {
+    if error.is_timeout() {
+        return FetchError::Timeout;
+    }
+    // reqwest's own message ("error sending request for url …") hides the cause; the innermost
+    // source ("Connection refused", "invalid peer certificate: …") is what helps.
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    FetchError::Unreachable(cause.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAPTURE: &[u8] =
+        include_bytes!("../../../tests/fixtures/flink-2.3.0/jobmanager-config-ha.json");
+
+    fn rpc_and_blob() -> Vec<PortMapping> {
+        vec![
+            PortMapping::new("rpc", "jobmanager.rpc.port"),
+            PortMapping::new("blob", "blob.server.port"),
+        ]
+    }
+
+    #[test]
+    fn reads_the_bound_ports_from_a_real_flink_2_3_capture() {
+        let desired = parse_config(CAPTURE, &rpc_and_blob()).unwrap();
+        assert_eq!(
+            desired,
+            DesiredPorts::from([("rpc", 44215), ("blob", 33533)])
+        );
+    }
+
+    #[test]
+    fn a_missing_key_names_the_key_and_the_port() {
+        let mappings = [PortMapping::new("rpc", "jobmanager.rpc.prot")];
+        let error = parse_config(CAPTURE, &mappings).unwrap_err();
+        assert_eq!(
+            error,
+            ConfigError::KeyMissing {
+                key: "jobmanager.rpc.prot".into(),
+                port_name: "rpc".into()
+            }
+        );
+        assert!(error.to_string().contains("--port rpc=jobmanager.rpc.prot"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_value() {
+        for (value, problem, said) in [
+            (
+                r#""abc""#,
+                PortProblem::NotANumber,
+                "\"abc\", which is not a port number",
+            ),
+            (r#""""#, PortProblem::NotANumber, "not a port number"),
+            (r#""-1""#, PortProblem::NotANumber, "not a port number"),
+            (r#""0""#, PortProblem::Zero, "port 0 (random)"),
+            (r#""65536""#, PortProblem::TooLarge, "above 65535"),
+            (
+                r#""99999999999999999999999""#,
+                PortProblem::TooLarge,
+                "above 65535",
+            ),
+            ("null", PortProblem::NotANumber, "\"null\""),
+        ] {
+            let body = format!(r#"[{{"key":"jobmanager.rpc.port","value":{value}}}]"#);
+            let mappings = [PortMapping::new("rpc", "jobmanager.rpc.port")];
+            let error = parse_config(body.as_bytes(), &mappings).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::NotAPort { key, problem: p, .. }
+                    if key == "jobmanager.rpc.port" && *p == problem),
+                "{value}: {error:?}"
+            );
+            let message = error.to_string();
+            assert!(message.contains("jobmanager.rpc.port"), "{message}");
+            assert!(message.contains(said), "{message}");
+            assert!(message.contains("from 1 to 65535"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_json_number_value_is_taken_too() {
+        let body = br#"[{"key":"jobmanager.rpc.port","value":6123}]"#;
+        let mappings = [PortMapping::new("rpc", "jobmanager.rpc.port")];
+        assert_eq!(
+            parse_config(body, &mappings),
+            Ok(DesiredPorts::from([("rpc", 6123)]))
+        );
+    }
+
+    #[test]
+    fn an_html_error_page_is_called_one() {
+        let body = b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>";
+        let error = parse_config(body, &rpc_and_blob()).unwrap_err();
+        assert!(matches!(error, ConfigError::Html { .. }), "{error:?}");
+        assert!(error.to_string().contains("HTML page"));
+        assert!(error.to_string().contains("502 Bad Gateway"));
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_shown() {
+        let error = parse_config(b"not found", &rpc_and_blob()).unwrap_err();
+        assert!(matches!(error, ConfigError::NotJson { .. }), "{error:?}");
+        assert!(error.to_string().contains("\"not found\""));
+    }
+
+    #[test]
+    fn json_of_the_wrong_shape_says_what_it_found() {
+        for (body, said) in [
+            (r#"{"errors":["Not found."]}"#, "a JSON object"),
+            (
+                r#"[["jobmanager.rpc.port","1"]]"#,
+                "entry 0 is [\"jobmanager.rpc.port\",\"1\"]",
+            ),
+            (r#"[{"key":1,"value":"2"}]"#, "entry 0 is"),
+        ] {
+            let error = parse_config(body.as_bytes(), &rpc_and_blob()).unwrap_err();
+            assert!(matches!(error, ConfigError::WrongShape { .. }), "{error:?}");
+            assert!(error.to_string().contains(said), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_config_url_keeps_a_path_prefix() {
+        let url = |s: &str| config_url(&s.parse().unwrap()).to_string();
+        assert_eq!(
+            url("http://127.0.0.1:8081"),
+            "http://127.0.0.1:8081/jobmanager/config"
+        );
+        assert_eq!(
+            url("http://127.0.0.1:8081/"),
+            "http://127.0.0.1:8081/jobmanager/config"
+        );
+        assert_eq!(
+            url("https://jm.example/flink/?x=1"),
+            "https://jm.example/flink/jobmanager/config"
+        );
+    }
+}

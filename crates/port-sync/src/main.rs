@@ -1,0 +1,17 @@
+use port_sync::cli::Cli;
+use sidecar_common::logging;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_checked();
+    logging::init(cli.log_format, cli.verbose);
+    // One thread is plenty for a few connections and keeps the sidecar's footprint small.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime needs no resources that can be missing");
+    let code = runtime.block_on(port_sync::app::run(cli));
+    // Leave behind whatever a signal interrupted (the grace period is already spent).
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}

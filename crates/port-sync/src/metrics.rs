@@ -1,0 +1,196 @@
+//! What port-sync knows about its own health, and its rendering in the Prometheus text format.
+//! Pure: the sync loop writes these numbers, `serve` reads them.
+
+use crate::ports::DesiredPorts;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Every `kind` label of `port_sync_errors_total`, so that each series exists (at 0) from the
+/// start and rate() works on the first error.
+pub const ERROR_KINDS: &[&str] = &[
+    "jobmanager_unreachable",
+    "jobmanager_bad_answer",
+    "service_ports",
+    "api_forbidden",
+    "api_unauthorized",
+    "api_not_found",
+    "api_conflict",
+    "api_rate_limited",
+    "api_unavailable",
+    "api_gone",
+    "api_other",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    pub patches_total: u64,
+    pub errors_total: BTreeMap<&'static str, u64>,
+    /// The mapped ports as the Service last showed them.
+    pub service_ports: BTreeMap<String, i32>,
+    /// The ports as the JobManager last reported them.
+    pub desired_ports: DesiredPorts,
+    /// Unix time of the last check that found the Service matching the JobManager.
+    pub last_sync_seconds: Option<f64>,
+    pub jobmanager_reachable: bool,
+    /// The Service matched the JobManager at the last check: what /readyz reports.
+    pub in_sync: bool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            patches_total: 0,
+            errors_total: ERROR_KINDS.iter().map(|kind| (*kind, 0)).collect(),
+            service_ports: BTreeMap::new(),
+            desired_ports: DesiredPorts::default(),
+            last_sync_seconds: None,
+            jobmanager_reachable: false,
+            in_sync: false,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn count_error(&mut self, kind: &'static str) {
+        *self.errors_total.entry(kind).or_insert(0) += 1;
+    }
+
+    /// The Prometheus text exposition format, version 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        header(
+            &mut out,
+            "port_sync_patches_total",
+            "counter",
+            "JSON Patches the API server accepted.",
+        );
+        let _ = writeln!(out, "port_sync_patches_total {}", self.patches_total);
+
+        header(
+            &mut out,
+            "port_sync_errors_total",
+            "counter",
+            "Failed steps, by kind.",
+        );
+        for (kind, count) in &self.errors_total {
+            let _ = writeln!(out, "port_sync_errors_total{{kind=\"{kind}\"}} {count}");
+        }
+
+        header(
+            &mut out,
+            "port_sync_service_port",
+            "gauge",
+            "The mapped ports as the Service last showed them.",
+        );
+        for (name, port) in &self.service_ports {
+            let _ = writeln!(out, "port_sync_service_port{{name=\"{name}\"}} {port}");
+        }
+
+        header(
+            &mut out,
+            "port_sync_jobmanager_port",
+            "gauge",
+            "The mapped ports as the JobManager last reported them.",
+        );
+        for (name, port) in self.desired_ports.iter() {
+            let _ = writeln!(out, "port_sync_jobmanager_port{{name=\"{name}\"}} {port}");
+        }
+
+        header(
+            &mut out,
+            "port_sync_last_sync_timestamp_seconds",
+            "gauge",
+            "Unix time of the last check that found the Service matching the JobManager (0: never).",
+        );
+        let _ = writeln!(
+            out,
+            "port_sync_last_sync_timestamp_seconds {:.3}",
+            self.last_sync_seconds.unwrap_or(0.0)
+        );
+
+        header(
+            &mut out,
+            "port_sync_jobmanager_reachable",
+            "gauge",
+            "1 when the JobManager gave valid ports at the last poll.",
+        );
+        let _ = writeln!(
+            out,
+            "port_sync_jobmanager_reachable {}",
+            u8::from(self.jobmanager_reachable)
+        );
+
+        header(
+            &mut out,
+            "port_sync_in_sync",
+            "gauge",
+            "1 when the Service matched the JobManager at the last check.",
+        );
+        let _ = writeln!(out, "port_sync_in_sync {}", u8::from(self.in_sync));
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The metrics shared by the sync loop (writer) and the HTTP server (reader). A std Mutex is
+/// right here: every critical section is a few field updates, never held across an await.
+#[derive(Debug, Clone, Default)]
+pub struct SharedMetrics(Arc<Mutex<Metrics>>);
+
+impl SharedMetrics {
+    pub fn lock(&self) -> MutexGuard<'_, Metrics> {
+        // A panic while holding the lock leaves plain numbers behind, still worth showing.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_help_and_type() {
+        let mut metrics = Metrics {
+            patches_total: 3,
+            service_ports: [("rpc".to_owned(), 44215)].into(),
+            desired_ports: DesiredPorts::from([("rpc", 44215)]),
+            last_sync_seconds: Some(1_700_000_000.5),
+            jobmanager_reachable: true,
+            in_sync: true,
+            ..Metrics::default()
+        };
+        metrics.count_error("api_conflict");
+        let text = metrics.render();
+        for line in [
+            "# TYPE port_sync_patches_total counter",
+            "port_sync_patches_total 3",
+            "port_sync_errors_total{kind=\"api_conflict\"} 1",
+            "port_sync_errors_total{kind=\"api_forbidden\"} 0",
+            "port_sync_service_port{name=\"rpc\"} 44215",
+            "port_sync_jobmanager_port{name=\"rpc\"} 44215",
+            "port_sync_last_sync_timestamp_seconds 1700000000.500",
+            "port_sync_jobmanager_reachable 1",
+            "port_sync_in_sync 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        // Each family's HELP and TYPE come once, before its samples.
+        let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
+        assert_eq!(families, 7);
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn a_fresh_process_is_not_ready_and_has_never_synced() {
+        let text = Metrics::default().render();
+        assert!(text.contains("port_sync_in_sync 0\n"));
+        assert!(text.contains("port_sync_last_sync_timestamp_seconds 0.000\n"));
+        assert!(text.contains("port_sync_jobmanager_reachable 0\n"));
+    }
+}

@@ -1,0 +1,153 @@
+//! `--once`: one round — read the JobManager, read the Service, patch if needed — and a report
+//! of what it saw and did. The standalone debugging tool.
+
+use crate::flink::{JobManager, JobManagerError};
+use crate::plan::{describe_ports, in_sync, plan};
+use crate::ports::PortMapping;
+use crate::service::{FailureKind, ServiceHandle};
+use serde_json::{Value, json};
+
+/// A round may meet a concurrent change (the patch's `test` fails); re-read and re-plan this
+/// many times before calling it "not in sync".
+const ATTEMPTS: usize = 3;
+
+/// What one round saw and did, and its exit code.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub lines: Vec<String>,
+    pub jobmanager: Option<Value>,
+    pub service: Option<Value>,
+    pub patch: Option<Value>,
+    pub action: &'static str,
+    pub error: Option<String>,
+    pub exit_code: u8,
+}
+
+impl Report {
+    pub fn to_text(&self) -> String {
+        let mut out = self.lines.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out
+    }
+
+    pub fn to_json(&self) -> String {
+        json!({
+            "jobmanager": self.jobmanager,
+            "service": self.service,
+            "patch": self.patch,
+            "action": self.action,
+            "in_sync": self.exit_code == 0,
+            "error": self.error,
+            "exit_code": self.exit_code,
+        })
+        .to_string()
+    }
+
+    fn finish(mut self, action: &'static str, exit_code: u8, error: Option<String>) -> Self {
+        if let Some(error) = &error {
+            self.lines.push(format!("error: {error}"));
+        }
+        self.lines.push(match exit_code {
+            0 => "in sync".to_owned(),
+            _ => format!("not in sync (exit {exit_code})"),
+        });
+        self.action = action;
+        self.exit_code = exit_code;
+        self.error = error;
+        self
+    }
+}
+
+pub async fn once(
+    jobmanager: &JobManager,
+    service: &ServiceHandle,
+    mappings: &[PortMapping],
+    dry_run: bool,
+) -> Report {
+    let mut report = Report::default();
+    let desired = match jobmanager.desired_ports(mappings).await {
+        Ok(desired) => desired,
+        Err(problem) => {
+            // A JobManager that answers without valid ports is bad input (2); one that does
+            // not answer may just not be up yet (1).
+            let code = match problem {
+                JobManagerError::Config(_) => 2,
+                JobManagerError::Fetch(_) => 1,
+            };
+            return report.finish("none", code, Some(problem.to_string()));
+        }
+    };
+    report
+        .lines
+        .push(format!("JobManager {}: {desired}", jobmanager.config_url()));
+    report.jobmanager = Some(json!(
+        desired.iter().collect::<std::collections::BTreeMap<_, _>>()
+    ));
+
+    for attempt in 1..=ATTEMPTS {
+        let current = match service.get().await {
+            Ok(current) => current,
+            Err(failure) => return report.finish("none", 1, Some(failure.message)),
+        };
+        let ports = describe_ports(&current);
+        report.lines.push(format!(
+            "Service {} (resourceVersion {}): {}",
+            service.display_name(),
+            current.metadata.resource_version.as_deref().unwrap_or("?"),
+            ports
+                .iter()
+                .map(|(name, port, target)| format!("{name} port {port} targetPort {target}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        report.service = Some(json!(
+            ports
+                .iter()
+                .map(|(name, port, target)| {
+                    // A numeric targetPort as a number; a named one as its name.
+                    let target = target
+                        .parse::<i32>()
+                        .map_or_else(|_| json!(target), |n| json!(n));
+                    json!({"name": name, "port": port, "targetPort": target})
+                })
+                .collect::<Vec<_>>()
+        ));
+        let plan = match plan(&current, &desired) {
+            Ok(None) => return report.finish("none", 0, None),
+            Ok(Some(plan)) => plan,
+            Err(problem) => return report.finish("none", 2, Some(problem.to_string())),
+        };
+        let patch = plan.patch_json();
+        report.patch = Some(patch.clone());
+        if dry_run {
+            report
+                .lines
+                .push("dry run: would send this JSON Patch:".into());
+            report
+                .lines
+                .push(serde_json::to_string_pretty(&patch).unwrap_or_default());
+            for change in &plan.changes {
+                report.lines.push(format!("would change {change}"));
+            }
+            return report.finish("dry-run", 1, None);
+        }
+        match service.patch(&plan.patch).await {
+            Ok(patched) => {
+                for change in &plan.changes {
+                    report.lines.push(format!("patched {change}"));
+                }
+                let code = if in_sync(&patched, &desired) { 0 } else { 1 };
+                return report.finish("patched", code, None);
+            }
+            Err(failure) if failure.kind == FailureKind::Conflict && attempt < ATTEMPTS => {
+                report
+                    .lines
+                    .push(format!("{}; reading again", failure.message));
+            }
+            Err(failure) => return report.finish("patch-failed", 1, Some(failure.message)),
+        }
+    }
+    unreachable!("the last attempt returns")
+}

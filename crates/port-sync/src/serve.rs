@@ -1,0 +1,208 @@
+//! /healthz, /readyz and /metrics on `--listen`: a tiny HTTP/1.1 responder on tokio, enough
+//! for kubelet probes and a Prometheus scraper, with no HTTP server crate to carry. Each
+//! connection gets one answer and is closed; requests are bounded in size and time.
+
+use crate::metrics::SharedMetrics;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::debug;
+
+/// A probe's or scraper's request head is a few hundred bytes.
+const MAX_REQUEST_BYTES: usize = 8 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An answer: status line, content type, body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub reason: &'static str,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Answer {
+    fn text(status: u16, reason: &'static str, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
+    }
+
+    /// The whole response; `head_only` for HEAD requests.
+    pub fn to_bytes(&self, head_only: bool) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            self.status,
+            self.reason,
+            self.content_type,
+            self.body.len()
+        )
+        .into_bytes();
+        if !head_only {
+            out.extend_from_slice(self.body.as_bytes());
+        }
+        out
+    }
+}
+
+/// Answers a request head (everything up to the blank line). Pure.
+pub fn answer(head: &[u8], metrics: &SharedMetrics) -> Answer {
+    let head = String::from_utf8_lossy(head);
+    let mut words = head.lines().next().unwrap_or_default().split_whitespace();
+    let (Some(method), Some(target), Some(version)) = (words.next(), words.next(), words.next())
+    else {
+        return Answer::text(
+            400,
+            "Bad Request",
+            "expected a request line: GET /path HTTP/1.1\n",
+        );
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Answer::text(400, "Bad Request", "only HTTP/1.x is spoken here\n");
+    }
+    if method != "GET" && method != "HEAD" {
+        return Answer::text(405, "Method Not Allowed", "use GET\n");
+    }
+    let path = target.split('?').next().unwrap_or_default();
+    match path {
+        "/healthz" => Answer::text(200, "OK", "ok\n"),
+        "/readyz" => {
+            if metrics.lock().in_sync {
+                Answer::text(200, "OK", "in sync\n")
+            } else {
+                Answer::text(
+                    503,
+                    "Service Unavailable",
+                    "not in sync: the Service did not match the JobManager at the last check\n",
+                )
+            }
+        }
+        "/metrics" => Answer {
+            status: 200,
+            reason: "OK",
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: metrics.lock().render(),
+        },
+        _ => Answer::text(404, "Not Found", "try /healthz, /readyz or /metrics\n"),
+    }
+}
+
+/// Serves until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: SharedMetrics) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors or the like: pause rather than spin.
+                debug!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(error) = tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, &metrics))
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+            {
+                debug!(%peer, %error, "an HTTP request went unanswered");
+            }
+        });
+    }
+}
+
+async fn respond(mut stream: TcpStream, metrics: &SharedMetrics) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+        let read = stream.read(&mut buffer).await?;
+        if read == 0 {
+            // The peer closed before a full head: answer what there is (a bare request line).
+            break;
+        }
+        head.extend_from_slice(&buffer[..read]);
+        if head.len() > MAX_REQUEST_BYTES {
+            let too_large = Answer::text(431, "Request Header Fields Too Large", "");
+            return stream.write_all(&too_large.to_bytes(false)).await;
+        }
+    }
+    let head_only = head.starts_with(b"HEAD ");
+    stream
+        .write_all(&answer(&head, metrics).to_bytes(head_only))
+        .await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(request: &str, metrics: &SharedMetrics) -> Answer {
+        answer(request.as_bytes(), metrics)
+    }
+
+    #[test]
+    fn healthz_is_always_ok() {
+        let answer = ask(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+            &SharedMetrics::default(),
+        );
+        assert_eq!(answer.status, 200);
+    }
+
+    #[test]
+    fn readyz_follows_the_last_check() {
+        let metrics = SharedMetrics::default();
+        assert_eq!(ask("GET /readyz HTTP/1.1\r\n\r\n", &metrics).status, 503);
+        metrics.lock().in_sync = true;
+        assert_eq!(ask("GET /readyz HTTP/1.1\r\n\r\n", &metrics).status, 200);
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text() {
+        let answer = ask(
+            "GET /metrics?x=1 HTTP/1.0\r\n\r\n",
+            &SharedMetrics::default(),
+        );
+        assert_eq!(answer.status, 200);
+        assert!(answer.content_type.contains("version=0.0.4"));
+        assert!(answer.body.contains("port_sync_patches_total 0"));
+    }
+
+    #[test]
+    fn other_requests_are_refused_politely() {
+        let metrics = SharedMetrics::default();
+        assert_eq!(ask("POST /metrics HTTP/1.1\r\n\r\n", &metrics).status, 405);
+        assert_eq!(ask("GET / HTTP/1.1\r\n\r\n", &metrics).status, 404);
+        assert_eq!(ask("hello\r\n\r\n", &metrics).status, 400);
+        assert_eq!(ask("GET /healthz SPDY/3\r\n\r\n", &metrics).status, 400);
+    }
+
+    #[test]
+    fn head_gets_no_body_but_the_length() {
+        let bytes = Answer::text(200, "OK", "ok\n").to_bytes(true);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("content-length: 3\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[tokio::test]
+    async fn answers_over_a_real_socket() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, SharedMetrics::default()));
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: probe\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(response.ends_with("\r\n\r\nok\n"), "{response}");
+        server.abort();
+    }
+}
