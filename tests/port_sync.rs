@@ -5,114 +5,14 @@
 //! answer, broken or not, comes on cue. The tests with a real Flink JobManager are in
 //! port_sync_flink.rs.
 
-use e2e::{Finished, command, run};
-use serde_json::{Value, json};
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
-use tempfile::TempDir;
+use e2e::kube_bed::{Bed, LIMIT, NAMESPACE, SERVICE, USER};
+use e2e::{Finished, run};
+use serde_json::json;
+use std::time::Duration;
 use testbed::fake_jobmanager::{Answer, FakeJobManager, config_json};
-use testbed::kube_api::{ApiServer, ApiServerConfig, Fault, FaultOn};
+use testbed::kube_api::{ApiServerConfig, Fault, FaultOn};
 use testbed::ports::free_port;
 use testbed::process::{Echo, Process};
-
-const NAMESPACE: &str = "flink";
-const SERVICE: &str = "flink-jobmanager";
-const USER: &str = "system:serviceaccount:flink:port-sync";
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// The stand-in holding the JobManager Service as the chart creates it, and a kubeconfig that
-/// reaches it with port-sync's service-account token.
-struct Bed {
-    api: ApiServer,
-    kubeconfig: PathBuf,
-    _dir: TempDir,
-}
-
-impl Bed {
-    fn new(config: ApiServerConfig) -> Bed {
-        let api = ApiServer::start(config).unwrap();
-        api.create_service(
-            NAMESPACE,
-            json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": SERVICE, "namespace": NAMESPACE},
-                "spec": {"selector": {"app": "flink"}, "ports": [
-                    {"name": "rpc", "port": 6123, "targetPort": 6123},
-                    {"name": "blob", "port": 6124, "targetPort": 6124},
-                    {"name": "rest", "port": 8081, "targetPort": 8081},
-                ]}
-            }),
-        )
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let token_file = dir.path().join("token");
-        api.rotate_token(&token_file, USER, Duration::from_secs(3600))
-            .unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        api.write_kubeconfig(&kubeconfig, &token_file, NAMESPACE)
-            .unwrap();
-        Bed {
-            api,
-            kubeconfig,
-            _dir: dir,
-        }
-    }
-
-    fn port_sync(&self, jobmanager: &str, extra: &[&str]) -> Command {
-        let mut command = command("port-sync", "PORT_SYNC_");
-        command
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .args(["--service", SERVICE, "--namespace", NAMESPACE])
-            .args(["--jobmanager-url", jobmanager])
-            .args(["--port", "rpc=jobmanager.rpc.port"])
-            .args(["--port", "blob=blob.server.port"])
-            .args(extra);
-        command
-    }
-
-    /// (port, targetPort) of the Service's port `name`.
-    fn port(&self, name: &str) -> (i64, Value) {
-        let service = self.api.get_service(NAMESPACE, SERVICE).unwrap();
-        let entry = service["spec"]["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap_or_else(|| panic!("no port {name} in {service}"))
-            .clone();
-        (entry["port"].as_i64().unwrap(), entry["targetPort"].clone())
-    }
-
-    fn holds(&self, rpc: u16, blob: u16) -> bool {
-        self.port("rpc") == (i64::from(rpc), json!(rpc))
-            && self.port("blob") == (i64::from(blob), json!(blob))
-    }
-
-    /// Waits until the Service holds these ports; the failure shows what it holds.
-    fn wait_holds(&self, rpc: u16, blob: u16, process: &Process) {
-        let deadline = Instant::now() + LIMIT;
-        while !self.holds(rpc, blob) {
-            assert!(
-                Instant::now() < deadline,
-                "the Service never held rpc {rpc} and blob {blob}: {:?} {:?}\n{}",
-                self.port("rpc"),
-                self.port("blob"),
-                process.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn patches(&self) -> usize {
-        self.api
-            .requests()
-            .iter()
-            .filter(|r| r.method == "PATCH")
-            .count()
-    }
-}
 
 fn once(bed: &Bed, jobmanager: &str, extra: &[&str]) -> Finished {
     let mut args = vec!["--once"];

@@ -1,6 +1,8 @@
 //! Shared by the end-to-end tests: finding the built binaries and running them with a bound,
 //! so that no test can hang on a process that never ends.
 
+pub mod kube_bed;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;

@@ -75,3 +75,14 @@ fn is_root() -> bool {
         .output()
         .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
 }
+
+/// Flink's jars and scripts from PyPI (about 330 MB, once: cached outside the source tree), here
+/// rather than inside a test, so that the download shows its progress and no test's time limit
+/// has to cover it.
+pub fn flink() -> Result {
+    let version = testbed::flink::DEFAULT_VERSION;
+    eprintln!("==> install Flink {version} into the cache (downloads only when missing)");
+    let flink = testbed::flink::Flink::install(version).map_err(|e| e.to_string())?;
+    eprintln!("==> Flink {version} is at {}", flink.home().display());
+    Ok(())
+}

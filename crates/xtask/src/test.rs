@@ -8,6 +8,7 @@ use crate::run::{Result, cargo, step};
 pub fn run() -> Result {
     install::debian_packages(&[install::ZOOKEEPER])?;
     install::nextest()?;
+    install::flink()?;
 
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
