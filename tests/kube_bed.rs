@@ -20,12 +20,19 @@ pub const LIMIT: Duration = Duration::from_secs(60);
 /// reaches it with port-sync's service-account token.
 pub struct Bed {
     pub api: ApiServer,
+    /// The token file the kubeconfig names, as a projected service-account token would be.
+    pub token_file: PathBuf,
     kubeconfig: PathBuf,
     _dir: TempDir,
 }
 
 impl Bed {
     pub fn new(config: ApiServerConfig) -> Bed {
+        Bed::with_token_lifetime(config, Duration::from_secs(3600))
+    }
+
+    /// Like `new`, with port-sync's first token valid only this long.
+    pub fn with_token_lifetime(config: ApiServerConfig, lifetime: Duration) -> Bed {
         let api = ApiServer::start(config).unwrap();
         api.create_service(
             NAMESPACE,
@@ -42,13 +49,13 @@ impl Bed {
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("token");
-        api.rotate_token(&token_file, USER, Duration::from_secs(3600))
-            .unwrap();
+        api.rotate_token(&token_file, USER, lifetime).unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig, &token_file, NAMESPACE)
             .unwrap();
         Bed {
             api,
+            token_file,
             kubeconfig,
             _dir: dir,
         }

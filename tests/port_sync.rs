@@ -310,3 +310,51 @@ fn without_patch_or_watch_the_403_names_the_missing_permission() {
         .unwrap_or_else(|| panic!("no 403 line for watch:\n{}", sidecar.output()));
     assert!(line.text.contains(SERVICE), "{}", line.text);
 }
+
+/// As in a cluster: the kubelet writes a new token into the file well before the old one
+/// expires, and the old one stays valid until then. kube re-reads the file about once a minute,
+/// so the first token here lives 75 s: port-sync must have switched by the time it dies.
+#[test]
+fn a_rotated_token_is_picked_up_from_its_file_before_the_old_one_expires() {
+    let first_token_lifetime = Duration::from_secs(75);
+    let bed = Bed::with_token_lifetime(ApiServerConfig::default(), first_token_lifetime);
+    let issued = std::time::Instant::now();
+    let jobmanager = FakeJobManager::start(Answer::ports(41030, 42030));
+    let sidecar = Process::spawn(
+        "port-sync",
+        bed.port_sync(
+            &jobmanager.url(),
+            &[
+                "--interval",
+                "500ms",
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ],
+        ),
+        Echo::Quiet,
+    )
+    .unwrap();
+    bed.wait_holds(41030, 42030, &sidecar);
+
+    bed.api
+        .rotate_token(&bed.token_file, USER, Duration::from_secs(3600))
+        .unwrap();
+    let expired_at = issued + first_token_lifetime;
+    std::thread::sleep(
+        expired_at.saturating_duration_since(std::time::Instant::now()) + Duration::from_secs(1),
+    );
+
+    jobmanager.set_answer(Answer::ports(41031, 42031));
+    bed.wait_holds(41031, 42031, &sidecar);
+    let unauthorized: Vec<_> = bed
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == Some(401))
+        .collect();
+    assert!(
+        unauthorized.is_empty(),
+        "port-sync used the old token after it expired: {unauthorized:?}\n{}",
+        sidecar.output()
+    );
+}
