@@ -8,4 +8,5 @@ pub mod flink;
 pub mod kube_api;
 pub mod ports;
 pub mod process;
+pub mod service_bed;
 pub mod zookeeper;
