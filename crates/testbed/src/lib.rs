@@ -1,6 +1,8 @@
-//! The project's test bed: real ZooKeeper servers from Debian's `zookeeperd`, fake TCP peers
-//! that misbehave on purpose, and the process handling that makes sure every server a test
-//! starts is stopped when the test ends, also on panic. Tests, benchmarks and the demo use it.
+//! The project's test bed, used by tests, benchmarks and the demo: real ZooKeeper servers from
+//! Debian's `zookeeperd`, real Flink from PyPI's wheels, the Kubernetes API stand-in (the one
+//! part that cannot be real here) with the JobManager Service, a fake JobManager REST and TCP
+//! peers that misbehave on purpose, and the process handling that makes sure every server a
+//! test starts is stopped when the test ends, also on panic.
 
 pub mod fake_jobmanager;
 pub mod fake_peer;

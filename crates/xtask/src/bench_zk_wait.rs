@@ -8,6 +8,7 @@
 
 use crate::install;
 use crate::run::{Result, cargo, step, workspace_root};
+use crate::stats::{mark, median, millis, ratio};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -190,25 +191,4 @@ impl MajorityObserver {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().ok().flatten()
     }
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    match values.len() {
-        0 => Duration::ZERO,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2,
-    }
-}
-
-fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64().max(f64::MIN_POSITIVE)
-}
-
-fn mark(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
 }

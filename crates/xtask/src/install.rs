@@ -21,9 +21,38 @@ pub const NETCAT: Package = Package {
     name: "netcat-openbsd",
     provides: "/bin/nc.openbsd",
 };
+pub const CURL: Package = Package {
+    name: "curl",
+    provides: "/usr/bin/curl",
+};
+pub const JQ: Package = Package {
+    name: "jq",
+    provides: "/usr/bin/jq",
+};
 pub const GNU_TIME: Package = Package {
     name: "time",
     provides: "/usr/bin/time",
+};
+/// Builds and runs the container image (`cargo xtask image`, tests/image.rs).
+pub const PODMAN: Package = Package {
+    name: "podman",
+    provides: "/usr/bin/podman",
+};
+/// podman's runtime here: crun, its default, fails on these machines (cgroup v1 hybrid mode).
+pub const RUNC: Package = Package {
+    name: "runc",
+    provides: "/usr/sbin/runc",
+};
+/// The DNS server tests/image.rs resolves ZooKeeper's name through: the binary alone, without
+/// the `dnsmasq` package's system service that would hold port 53.
+pub const DNSMASQ: Package = Package {
+    name: "dnsmasq-base",
+    provides: "/usr/sbin/dnsmasq",
+};
+/// The CA bundle the image carries for port-sync's https JobManager client.
+pub const CA_CERTIFICATES: Package = Package {
+    name: "ca-certificates",
+    provides: "/etc/ssl/certs/ca-certificates.crt",
 };
 
 /// Installs the missing ones of `packages` with one apt-get run.

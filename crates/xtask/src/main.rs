@@ -1,10 +1,12 @@
 //! `cargo xtask`: the project's own commands. `test` runs the whole suite (CI calls it),
 //! `demo` shows the project working on this machine, `bench` measures.
 
+mod bench_port_sync;
 mod bench_zk_wait;
 mod demo;
 mod install;
 mod run;
+mod stats;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +40,16 @@ enum BenchTarget {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Sync latency, steady-state CPU, peak RSS and binary size of port-sync versus the
+    /// curl/jq sidecar loop, against a real JobManager and the API stand-in.
+    PortSync {
+        /// JobManager starts (the first, then restarts) to take the median of.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Seconds of steady state over which CPU time is measured.
+        #[arg(long, default_value_t = 60)]
+        steady_secs: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +59,9 @@ fn main() -> ExitCode {
         Task::Bench {
             target: BenchTarget::ZkWait { runs },
         } => bench_zk_wait::run(runs),
+        Task::Bench {
+            target: BenchTarget::PortSync { runs, steady_secs },
+        } => bench_port_sync::run(runs, steady_secs),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

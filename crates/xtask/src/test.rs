@@ -6,7 +6,13 @@ use crate::install;
 use crate::run::{Result, cargo, step};
 
 pub fn run() -> Result {
-    install::debian_packages(&[install::ZOOKEEPER])?;
+    install::debian_packages(&[
+        install::ZOOKEEPER,
+        install::PODMAN,
+        install::RUNC,
+        install::DNSMASQ,
+        install::CA_CERTIFICATES,
+    ])?;
     install::nextest()?;
     install::flink()?;
 
