@@ -445,3 +445,33 @@ fn sigterm_and_sigint_end_it_at_once() {
         assert!(waiter.stderr().contains(&format!("SIG{signal} received")));
     }
 }
+
+/// ZooKeeper 3.8 in each whitelist setting, with the AdminServer (Jetty, on its own port) on and
+/// off: zk-wait judges by srvr in every case (3.5.3+ always allows it) and shows what ruok said.
+#[test]
+fn every_whitelist_setting_with_the_admin_server_on_and_off() {
+    for admin_server in [false, true] {
+        for (whitelist, ruok_column) in [
+            (None, "not whitelisted"),
+            (Some("srvr,ruok"), "imok"),
+            (Some("*"), "imok"),
+            (Some("ruok"), "imok"),
+        ] {
+            let mut config = EnsembleConfig::standalone().admin_server(admin_server);
+            if let Some(words) = whitelist {
+                config = config.whitelist(words);
+            }
+            let server = Ensemble::start_standalone(config).unwrap();
+            let admin = std::net::TcpStream::connect(("127.0.0.1", server.admin_port(0)));
+            assert_eq!(admin.is_ok(), admin_server, "the AdminServer listens only when on");
+            let finished = once(&server.connect_string(), &[]);
+            let case = format!("whitelist {whitelist:?}, admin server {admin_server}");
+            assert_eq!(finished.code, Some(0), "{case}: {}", finished.said());
+            let line = row(&finished, &server.connect_string());
+            assert!(
+                line.contains("ready (standalone)") && line.ends_with(ruok_column),
+                "{case}: {line}"
+            );
+        }
+    }
+}

@@ -16,7 +16,11 @@ use tempfile::TempDir;
 pub const ZK_SERVER_SH: &str = "/usr/share/zookeeper/bin/zkServer.sh";
 
 /// A small heap and the client compiler: a test server holds a few znodes, and starts faster.
-const SERVER_JVMFLAGS: &str = "-Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1";
+/// The class path repeats zkServer.sh's and adds the servlet API: Debian's zookeeper.jar names
+/// Jetty in its manifest but not servlet-api.jar, so without it the AdminServer silently falls
+/// back to a dummy. The JVM takes the last `-cp`, and these flags come after the script's.
+const SERVER_JVMFLAGS: &str = "-Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/servlet-api.jar";
 
 /// The four-letter words a server allows (`4lw.commands.whitelist`).
 #[derive(Debug, Clone, PartialEq, Eq)]
