@@ -463,7 +463,11 @@ fn every_whitelist_setting_with_the_admin_server_on_and_off() {
             }
             let server = Ensemble::start_standalone(config).unwrap();
             let admin = std::net::TcpStream::connect(("127.0.0.1", server.admin_port(0)));
-            assert_eq!(admin.is_ok(), admin_server, "the AdminServer listens only when on");
+            assert_eq!(
+                admin.is_ok(),
+                admin_server,
+                "the AdminServer listens only when on"
+            );
             let finished = once(&server.connect_string(), &[]);
             let case = format!("whitelist {whitelist:?}, admin server {admin_server}");
             assert_eq!(finished.code, Some(0), "{case}: {}", finished.said());

@@ -7,6 +7,7 @@
 pub mod fake_jobmanager;
 pub mod fake_peer;
 pub mod flink;
+pub mod helm;
 pub mod kube_api;
 pub mod ports;
 pub mod process;

@@ -926,3 +926,151 @@ impl JsonBody for reqwest::blocking::RequestBuilder {
             .body(value.to_string())
     }
 }
+
+/// A request as the admin, who may do everything (how Helm reaches the stand-in).
+fn as_admin(bed: &Bed, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = bed
+        .client
+        .request(method, bed.url(path))
+        .bearer_auth(bed.server.admin_token());
+    if let Some(body) = body {
+        request = request
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+    }
+    json_of(request.send().expect("answer"))
+}
+
+#[test]
+fn discovery_lists_every_group_and_kind_the_chart_creates() {
+    let bed = Bed::new();
+    let (code, groups) = as_admin(&bed, reqwest::Method::GET, "/apis", None);
+    assert_eq!(code, 200);
+    assert_eq!(groups["kind"], "APIGroupList");
+    let served: Vec<&str> = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| group["preferredVersion"]["groupVersion"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        served,
+        [
+            "apps/v1",
+            "policy/v1",
+            "rbac.authorization.k8s.io/v1",
+            "networking.k8s.io/v1"
+        ]
+    );
+    for (path, kinds) in [
+        (
+            "/api/v1",
+            &[
+                "Service",
+                "ConfigMap",
+                "ServiceAccount",
+                "PersistentVolumeClaim",
+                "Pod",
+            ][..],
+        ),
+        ("/apis/apps/v1", &["Deployment", "StatefulSet"][..]),
+        ("/apis/policy/v1", &["PodDisruptionBudget"][..]),
+        (
+            "/apis/rbac.authorization.k8s.io/v1",
+            &["Role", "RoleBinding"][..],
+        ),
+        ("/apis/networking.k8s.io/v1", &["NetworkPolicy"][..]),
+    ] {
+        let (code, list) = as_admin(&bed, reqwest::Method::GET, path, None);
+        assert_eq!(code, 200, "{path}");
+        assert_eq!(list["kind"], "APIResourceList", "{path}");
+        let listed: Vec<&str> = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|resource| resource["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, kinds, "{path}");
+    }
+    let (code, _) = as_admin(&bed, reqwest::Method::GET, "/apis/batch/v1", None);
+    assert_eq!(code, 404, "a group not served is not discovered");
+}
+
+#[test]
+fn other_kinds_are_404_until_created_then_stored_as_given() {
+    let bed = Bed::new();
+    let path = "/apis/apps/v1/namespaces/flink/deployments/demo-jobmanager";
+    let (code, body) = as_admin(&bed, reqwest::Method::GET, path, None);
+    assert_eq!(code, 404);
+    assert_status(&body, 404, "NotFound");
+    assert_eq!(
+        body["message"],
+        "deployments.apps \"demo-jobmanager\" not found"
+    );
+
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "demo-jobmanager"},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "jm"}]}}}
+    });
+    let (code, created) = as_admin(
+        &bed,
+        reqwest::Method::POST,
+        "/apis/apps/v1/namespaces/flink/deployments?fieldManager=helm",
+        Some(deployment.clone()),
+    );
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["spec"], deployment["spec"]);
+    assert_eq!(created["metadata"]["namespace"], NAMESPACE);
+    assert!(created["metadata"]["uid"].is_string());
+    let (code, read) = as_admin(&bed, reqwest::Method::GET, path, None);
+    assert_eq!(code, 200);
+    assert_eq!(read, created);
+    assert_eq!(
+        bed.server
+            .get_object("apps/v1", "Deployment", NAMESPACE, "demo-jobmanager"),
+        Some(created)
+    );
+
+    // A second create is 409; a bad name is 422; port-sync's token may not create anything.
+    let (code, body) = as_admin(
+        &bed,
+        reqwest::Method::POST,
+        "/apis/apps/v1/namespaces/flink/deployments",
+        Some(deployment),
+    );
+    assert_eq!(code, 409);
+    assert_status(&body, 409, "AlreadyExists");
+    let (code, body) = as_admin(
+        &bed,
+        reqwest::Method::POST,
+        "/api/v1/namespaces/flink/configmaps",
+        Some(json!({"metadata": {"name": "Not_A_Name"}, "data": {}})),
+    );
+    assert_eq!(code, 422);
+    assert_status(&body, 422, "Invalid");
+    let denied = bed
+        .client
+        .post(bed.url("/api/v1/namespaces/flink/configmaps"))
+        .bearer_auth(&bed.token)
+        .header("Content-Type", "application/json")
+        .body(json!({"metadata": {"name": "x"}}).to_string())
+        .send()
+        .expect("answer");
+    assert_eq!(denied.status().as_u16(), 403);
+
+    // Services keep their validation when created this way too.
+    let (code, body) = as_admin(
+        &bed,
+        reqwest::Method::POST,
+        "/api/v1/namespaces/flink/services",
+        Some(json!({"metadata": {"name": "bad"}, "spec": {"ports": [{"port": 0}]}})),
+    );
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        bed.server.objects(NAMESPACE).len(),
+        2,
+        "the Service and the Deployment"
+    );
+}

@@ -15,6 +15,7 @@ pub fn run() -> Result {
     ])?;
     install::nextest()?;
     install::flink()?;
+    testbed::helm::install_library().map_err(|error| error.to_string())?;
 
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);

@@ -506,8 +506,21 @@ fn core_groups(address: &str) -> Value {
 }
 
 fn groups() -> Value {
-    // Only the core group is served so far; named groups join as their kinds are added.
-    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [] })
+    let groups: Vec<Value> = resources::named_groups()
+        .into_iter()
+        .map(|(group, version)| {
+            let group_version = json!({
+                "groupVersion": format!("{group}/{version}"),
+                "version": version,
+            });
+            json!({
+                "name": group,
+                "versions": [group_version.clone()],
+                "preferredVersion": group_version,
+            })
+        })
+        .collect();
+    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
 }
 
 fn group_version(group: &str, version: &str) -> Result<Value, ApiError> {

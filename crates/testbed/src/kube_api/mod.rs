@@ -193,6 +193,29 @@ impl ApiServer {
         Ok(token)
     }
 
+    /// A kubeconfig for this server as YAML text: the CA and `token` inline, `namespace` as the
+    /// context's. For clients that take the kubeconfig as a string (the Helm library), so that
+    /// nothing on disk (a discovery cache keyed by the file) outlives this server.
+    pub fn kubeconfig_yaml(&self, token: &str, namespace: &str) -> io::Result<String> {
+        let ca_data = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        let kubeconfig = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{
+                "name": "testbed",
+                "cluster": { "server": self.url(), "certificate-authority-data": ca_data }
+            }],
+            "users": [{ "name": "testbed-user", "user": { "token": token } }],
+            "contexts": [{
+                "name": "testbed",
+                "context": { "cluster": "testbed", "user": "testbed-user", "namespace": namespace }
+            }],
+            "current-context": "testbed",
+            "preferences": {}
+        });
+        serde_norway::to_string(&kubeconfig).map_err(io::Error::other)
+    }
+
     /// Writes a kubeconfig for this server: the CA inline, and a user whose token is read
     /// from `token_file` (kube and client-go re-read it, so rotation reaches them).
     pub fn write_kubeconfig(
@@ -287,6 +310,23 @@ impl ApiServer {
                 edit(&mut edited);
                 Ok(edited)
             })
+    }
+
+    /// An object of any served kind, e.g. `("apps/v1", "Deployment", "flink", "jm")`.
+    pub fn get_object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
+        let resource = resources::by_kind(api_version, kind)?;
+        self.shared.store().get(resource, namespace, name).ok()
+    }
+
+    /// Every object in `namespace`, of every kind (each with its apiVersion and kind).
+    pub fn objects(&self, namespace: &str) -> Vec<Value> {
+        self.shared.store().everything(namespace)
     }
 
     pub fn delete_service(&self, namespace: &str, name: &str) -> Result<Value, ApiError> {

@@ -1,6 +1,8 @@
 //! The kinds of object the stand-in serves, one row each: where they live in the URL space,
 //! how the real server defaults and validates them, and which lists strategic merge patch
-//! merges by key. Serving another kind (as the Helm runner will need) is adding a row.
+//! merges by key. Serving another kind is adding a row: besides Services (port-sync's kind,
+//! validated as the real server does), the kinds the Helm chart creates, kept in the store as
+//! given after a check of their name (Helm creates them; nothing here acts on them).
 
 use super::status::FieldError;
 use super::validate;
@@ -42,7 +44,85 @@ pub static SERVICES: ResourceType = ResourceType {
     merge_keys: &[("spec.ports", "port"), ("metadata.ownerReferences", "uid")],
 };
 
-static ALL: &[&ResourceType] = &[&SERVICES];
+/// A kind the stand-in stores as given, checking only the name: what Helm's install needs.
+const fn stored_as_given(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+) -> ResourceType {
+    ResourceType {
+        group,
+        version,
+        kind,
+        plural,
+        namespaced: true,
+        prepare: validate::prepare_named_object,
+        merge_keys: &[("metadata.ownerReferences", "uid")],
+    }
+}
+
+pub static CONFIG_MAPS: ResourceType = stored_as_given("", "v1", "ConfigMap", "configmaps");
+pub static SERVICE_ACCOUNTS: ResourceType =
+    stored_as_given("", "v1", "ServiceAccount", "serviceaccounts");
+pub static PERSISTENT_VOLUME_CLAIMS: ResourceType =
+    stored_as_given("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims");
+pub static PODS: ResourceType = stored_as_given("", "v1", "Pod", "pods");
+pub static DEPLOYMENTS: ResourceType = stored_as_given("apps", "v1", "Deployment", "deployments");
+pub static STATEFUL_SETS: ResourceType =
+    stored_as_given("apps", "v1", "StatefulSet", "statefulsets");
+pub static POD_DISRUPTION_BUDGETS: ResourceType = stored_as_given(
+    "policy",
+    "v1",
+    "PodDisruptionBudget",
+    "poddisruptionbudgets",
+);
+pub static ROLES: ResourceType =
+    stored_as_given("rbac.authorization.k8s.io", "v1", "Role", "roles");
+pub static ROLE_BINDINGS: ResourceType = stored_as_given(
+    "rbac.authorization.k8s.io",
+    "v1",
+    "RoleBinding",
+    "rolebindings",
+);
+pub static NETWORK_POLICIES: ResourceType = stored_as_given(
+    "networking.k8s.io",
+    "v1",
+    "NetworkPolicy",
+    "networkpolicies",
+);
+
+static ALL: &[&ResourceType] = &[
+    &SERVICES,
+    &CONFIG_MAPS,
+    &SERVICE_ACCOUNTS,
+    &PERSISTENT_VOLUME_CLAIMS,
+    &PODS,
+    &DEPLOYMENTS,
+    &STATEFUL_SETS,
+    &POD_DISRUPTION_BUDGETS,
+    &ROLES,
+    &ROLE_BINDINGS,
+    &NETWORK_POLICIES,
+];
+
+/// The kind `api_version` (`v1`, `apps/v1`) and `kind` (`Deployment`) name, if served.
+pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceType> {
+    ALL.iter()
+        .copied()
+        .find(|r| r.api_version() == api_version && r.kind == kind)
+}
+
+/// The named groups served (not the core group), each once, in table order.
+pub fn named_groups() -> Vec<(&'static str, &'static str)> {
+    let mut groups: Vec<(&str, &str)> = Vec::new();
+    for resource in ALL.iter().filter(|r| !r.group.is_empty()) {
+        if !groups.contains(&(resource.group, resource.version)) {
+            groups.push((resource.group, resource.version));
+        }
+    }
+    groups
+}
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
     ALL.iter()

@@ -36,10 +36,16 @@ pub(crate) fn object_details(group: &str, resource: &str, name: &str) -> Value {
     details
 }
 
-/// `services "x"` or, with no name, `services`; the real server's way of naming a target.
-fn qualified(resource: &str, name: &str) -> String {
-    if name.is_empty() {
+/// `services "x"`, `deployments.apps "x"` or, with no name, `services`; the real server's
+/// way of naming a target (the group follows the resource outside the core group).
+fn qualified(group: &str, resource: &str, name: &str) -> String {
+    let resource = if group.is_empty() {
         resource.to_owned()
+    } else {
+        format!("{resource}.{group}")
+    };
+    if name.is_empty() {
+        resource
     } else {
         format!("{resource} \"{name}\"")
     }
@@ -77,7 +83,7 @@ impl ApiError {
         ApiError::new(
             404,
             "NotFound",
-            format!("{} not found", qualified(resource, name)),
+            format!("{} not found", qualified(group, resource, name)),
         )
         .with_details(object_details(group, resource, name))
     }
@@ -105,7 +111,7 @@ impl ApiError {
         ApiError::new(
             409,
             "AlreadyExists",
-            format!("{} already exists", qualified(resource, name)),
+            format!("{} already exists", qualified(group, resource, name)),
         )
         .with_details(object_details(group, resource, name))
     }
@@ -116,7 +122,7 @@ impl ApiError {
             "Conflict",
             format!(
                 "Operation cannot be fulfilled on {}: the object has been modified; please apply your changes to the latest version and try again",
-                qualified(resource, name)
+                qualified(group, resource, name)
             ),
         )
         .with_details(object_details(group, resource, name))

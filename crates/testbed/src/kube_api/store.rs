@@ -297,6 +297,15 @@ impl Store {
         (items, self.resource_version)
     }
 
+    /// Every object in `namespace` (all namespaces when empty), of every kind, in key order.
+    pub(crate) fn everything(&self, namespace: &str) -> Vec<Value> {
+        self.objects
+            .iter()
+            .filter(|(key, _)| in_namespace(key, namespace))
+            .map(|(_, object)| object.clone())
+            .collect()
+    }
+
     /// Changes one object: `change` computes the new object from the stored one. A stale
     /// `metadata.resourceVersion` in the result is a 409; a result equal to the stored object
     /// changes nothing (no new version, no event), as on the real server.

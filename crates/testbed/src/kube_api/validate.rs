@@ -1,6 +1,7 @@
 //! Defaulting and validation of core/v1 Services, with the real server's field paths and
 //! messages (k8s.io/kubernetes pkg/apis/core/validation), for the parts port-sync and tests
-//! touch: ports (range, names, protocol, targetPort, duplicates) and the object's name.
+//! touch: ports (range, names, protocol, targetPort, duplicates) and the object's name. Other
+//! kinds get only the name check every kind has.
 
 use super::status::FieldError;
 use serde_json::{Value, json};
@@ -51,6 +52,29 @@ fn port_name_problem(name: &str) -> Option<&'static str> {
         Some("must not begin or end with a hyphen")
     } else {
         None
+    }
+}
+
+/// A DNS-1123 subdomain, as most kinds' names must be: dot-separated labels, 253 at most.
+fn is_dns1123_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns1123_label)
+}
+
+const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+/// The check every kind stored as given gets: a name that is a DNS-1123 subdomain.
+pub(crate) fn prepare_named_object(object: &mut Value) -> Result<(), Vec<FieldError>> {
+    match object.pointer("/metadata/name").and_then(Value::as_str) {
+        None | Some("") => Err(vec![FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        )]),
+        Some(name) if !is_dns1123_subdomain(name) => Err(vec![FieldError::invalid(
+            "metadata.name",
+            render(&json!(name)),
+            DNS1123_SUBDOMAIN,
+        )]),
+        Some(_) => Ok(()),
     }
 }
 
