@@ -4,10 +4,12 @@
 //! peers that misbehave on purpose, and the process handling that makes sure every server a
 //! test starts is stopped when the test ends, also on panic.
 
+pub mod dns;
 pub mod fake_jobmanager;
 pub mod fake_peer;
 pub mod flink;
 pub mod helm;
+pub mod image;
 pub mod kube_api;
 pub mod ports;
 pub mod process;

@@ -4,6 +4,7 @@
 mod bench_port_sync;
 mod bench_zk_wait;
 mod demo;
+mod image;
 mod install;
 mod run;
 mod stats;
@@ -25,6 +26,8 @@ enum Task {
     Test,
     /// Show zk-wait holding a "pod" until a real ZooKeeper ensemble serves.
     Demo,
+    /// Build the container image (both binaries, FROM scratch) with podman.
+    Image,
     /// Measure a binary against the usual shell loop it replaces.
     Bench {
         #[command(subcommand)]
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
     let outcome = match Cli::parse().task {
         Task::Test => test::run(),
         Task::Demo => demo::run(),
+        Task::Image => image::run(),
         Task::Bench {
             target: BenchTarget::ZkWait { runs },
         } => bench_zk_wait::run(runs),

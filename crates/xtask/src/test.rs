@@ -15,6 +15,8 @@ pub fn run() -> Result {
     ])?;
     install::nextest()?;
     install::flink()?;
+    // Built here, not inside a test: a cold static release build takes minutes.
+    crate::image::run()?;
     testbed::helm::install_library().map_err(|error| error.to_string())?;
 
     let mut fmt = cargo();
