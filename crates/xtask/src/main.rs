@@ -8,6 +8,7 @@ mod image;
 mod install;
 mod run;
 mod stats;
+mod supply_chain;
 mod test;
 
 use clap::{Parser, Subcommand};

@@ -15,9 +15,9 @@ pub fn run() -> Result {
     ])?;
     install::nextest()?;
     install::flink()?;
+    testbed::helm::install_library().map_err(|error| error.to_string())?;
     // Built here, not inside a test: a cold static release build takes minutes.
     crate::image::run()?;
-    testbed::helm::install_library().map_err(|error| error.to_string())?;
 
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
@@ -33,6 +33,8 @@ pub fn run() -> Result {
         "warnings",
     ]);
     step("lint", clippy)?;
+
+    crate::supply_chain::check()?;
 
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);
