@@ -33,6 +33,11 @@ pub const GNU_TIME: Package = Package {
     name: "time",
     provides: "/usr/bin/time",
 };
+/// javac and jar, for the demo's example Flink job.
+pub const JDK: Package = Package {
+    name: "default-jdk-headless",
+    provides: "/usr/bin/javac",
+};
 /// Builds and runs the container image (`cargo xtask image`, tests/image.rs).
 pub const PODMAN: Package = Package {
     name: "podman",

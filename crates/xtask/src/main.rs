@@ -25,7 +25,7 @@ struct Cli {
 enum Task {
     /// Install what the tests need when missing, then lint and run the whole test suite.
     Test,
-    /// Show zk-wait holding a "pod" until a real ZooKeeper ensemble serves.
+    /// Show the project working: zk-wait, a Flink cluster behind a Service, port-sync.
     Demo,
     /// Build the container image (both binaries, FROM scratch) with podman.
     Image,
