@@ -178,6 +178,19 @@ fn the_loop_follows_the_jobmanager_repairs_outside_edits_and_stops_on_sigterm() 
 
     jobmanager.set_answer(Answer::ports(41002, 42002));
     bed.wait_holds(41002, 42002, &sidecar);
+    std::thread::sleep(Duration::from_millis(500));
+    let refused: Vec<_> = bed
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.status != Some(200))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "with nobody else writing, no patch should be refused (a stale watch event replanned?): \
+         {refused:?}\n{}",
+        sidecar.output()
+    );
 
     // `helm upgrade` puts the chart's ports back: repaired from the watch, untouched rest kept.
     bed.api

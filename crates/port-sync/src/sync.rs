@@ -51,6 +51,20 @@ pub fn poll_delay(unanswered_for: Option<Duration>, interval: Duration) -> Durat
         .min(interval.max(FAST_POLL))
 }
 
+/// Whether a Service at `incoming` resourceVersion is older than the one at `seen`. Kubernetes
+/// calls resourceVersions opaque, but every API server backed by etcd issues increasing
+/// integers; only when both parse as such is an event judged stale, so an unusual server
+/// just costs a refused patch and a re-read, as before.
+pub fn is_stale(seen: Option<&str>, incoming: Option<&str>) -> bool {
+    match (
+        seen.and_then(|v| v.parse::<u64>().ok()),
+        incoming.and_then(|v| v.parse::<u64>().ok()),
+    ) {
+        (Some(seen), Some(incoming)) => incoming < seen,
+        _ => false,
+    }
+}
+
 /// Backoff between retries of a failing step: exponential with jitter, capped, and never
 /// shorter than what the server asked for (429's Retry-After). Reset by a success.
 pub struct Retry {
@@ -289,6 +303,21 @@ impl Loop {
     fn hear(&mut self, news: WatchNews) {
         match news {
             WatchNews::Live => self.watch_live = true,
+            WatchNews::Event(ServiceEvent::Changed(service))
+                if is_stale(
+                    self.observed
+                        .as_ref()
+                        .and_then(|seen| seen.metadata.resource_version.as_deref()),
+                    service.metadata.resource_version.as_deref(),
+                ) =>
+            {
+                // The watch stream lags our own PATCH answer: an event older than the Service
+                // we already hold would only make us patch again and be refused (422).
+                debug!(
+                    resource_version = service.metadata.resource_version.as_deref().unwrap_or(""),
+                    "a watch event older than the Service already seen; ignored"
+                );
+            }
             WatchNews::Event(ServiceEvent::Changed(service)) => {
                 debug!(
                     resource_version = service.metadata.resource_version.as_deref().unwrap_or(""),
@@ -555,6 +584,16 @@ mod tests {
         assert!(delays[19] >= RETRY_MAX, "{delays:?}");
         retry.reset();
         assert!(retry.next_delay(None) <= 2 * RETRY_MIN);
+    }
+
+    #[test]
+    fn only_a_provably_older_service_is_stale() {
+        assert!(is_stale(Some("42"), Some("41")));
+        assert!(!is_stale(Some("42"), Some("42")));
+        assert!(!is_stale(Some("42"), Some("43")));
+        assert!(!is_stale(None, Some("41")));
+        assert!(!is_stale(Some("42"), None));
+        assert!(!is_stale(Some("abc"), Some("41")));
     }
 
     #[test]
