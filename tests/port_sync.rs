@@ -371,3 +371,44 @@ fn a_rotated_token_is_picked_up_from_its_file_before_the_old_one_expires() {
         sidecar.output()
     );
 }
+
+/// The service-account token never reaches the logs: not at debug level, not in the --once
+/// report, not when the API server refuses it.
+#[test]
+fn the_token_is_never_logged() {
+    let bed = Bed::new(ApiServerConfig::default());
+    let token = std::fs::read_to_string(&bed.token_file).unwrap();
+    assert!(token.len() >= 16, "a real token to look for");
+    let jobmanager = FakeJobManager::start(Answer::ports(41040, 42040));
+    let mut runs = vec![
+        once(&bed, &jobmanager.url(), &["--verbose"]),
+        once(
+            &bed,
+            &jobmanager.url(),
+            &["--verbose", "--log-format", "json"],
+        ),
+    ];
+    // A token the server does not know: the 401 path, with its error messages.
+    std::fs::write(&bed.token_file, "not-a-token-the-server-issued-0123456789").unwrap();
+    runs.push(once(&bed, &jobmanager.url(), &["--verbose"]));
+    for finished in &runs {
+        let all = format!("{}{}", finished.stdout, finished.stderr);
+        assert!(
+            !all.contains(token.trim()),
+            "the token was logged:\n{}",
+            finished.said()
+        );
+        assert!(
+            !all.contains("not-a-token-the-server-issued"),
+            "a token was logged:\n{}",
+            finished.said()
+        );
+    }
+    assert_eq!(runs[0].code, Some(0), "{}", runs[0].said());
+    assert_eq!(
+        runs[2].code,
+        Some(1),
+        "a refused token is not in sync: {}",
+        runs[2].said()
+    );
+}
