@@ -6,11 +6,11 @@
 //! Installs go to the test bed's API stand-in with `HELM_DRIVER=memory`: Helm keeps the release
 //! in memory (its Secret storage would send protobuf), and nothing outlives the process.
 
-use crate::flink::cache_dir;
+use crate::flink::{cache_dir, install_lock};
 use crate::kube_api::ApiServer;
 use crate::process::{Echo, Process};
 use serde_json::{Value, json};
-use std::fs::{self, File, TryLockError};
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,23 +48,11 @@ pub fn install_library() -> io::Result<HelmLibrary> {
     if !venv.join(COMPLETE_MARKER).exists() {
         let cache = cache_dir()?;
         fs::create_dir_all(&cache)?;
-        let lock_path = cache.join(format!("helm-sdkpy-{HELM_SDKPY_VERSION}.lock"));
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                eprintln!(
-                    "testbed: waiting for another process to install helm-sdkpy (lock {})",
-                    lock_path.display()
-                );
-                lock.lock()?;
-            }
-            Err(TryLockError::Error(error)) => return Err(error),
-        }
+        let _lock = install_lock(
+            &cache,
+            &format!("helm-sdkpy-{HELM_SDKPY_VERSION}"),
+            "helm-sdkpy",
+        )?;
         // Another process may have finished while this one waited.
         if !venv.join(COMPLETE_MARKER).exists() {
             create_venv(&venv)?;

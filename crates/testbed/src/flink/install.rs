@@ -13,30 +13,48 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// `apache-flink` wheel is built per Python version, and pip picks the one for this interpreter.
 const PYTHON: &str = "python3";
 
+/// pip's option for wheels only: no source archive is built or run by accident.
+const ONLY_WHEELS: &str = "--only-binary=:all:";
+
 /// `wheels/.download-PID`: where pip writes before the wheel is renamed into the cache.
 const DOWNLOAD_SCRATCH_PREFIX: &str = ".download-";
 
 /// Unpacks the `pyflink/` part of each wheel given after the destination, keeping the Unix
 /// modes the wheels record (zipfile alone drops them, and the scripts must stay executable).
+/// An `apache-flink-libraries` source archive (`.tar.gz`, all PyPI has before 2.2) holds the
+/// same files under `<top>/deps/`, which its setup.py would copy to `pyflink/`.
 const UNPACK_SCRIPT: &str = r#"
-import os, shutil, sys, zipfile
+import os, shutil, sys, tarfile, zipfile
 destination = sys.argv[1]
-for wheel in sys.argv[2:]:
-    with zipfile.ZipFile(wheel) as archive:
+
+def entries(archive_path):
+    """(path inside the distribution, Unix mode or 0, opener) of each regular file."""
+    if archive_path.endswith(".tar.gz"):
+        with tarfile.open(archive_path) as archive:
+            for member in archive:
+                parts = member.name.split("/")
+                if not member.isfile() or len(parts) < 3 or parts[1] != "deps":
+                    continue
+                yield "/".join(parts[2:]), member.mode & 0o777, lambda m=member: archive.extractfile(m)
+        return
+    with zipfile.ZipFile(archive_path) as archive:
         for entry in archive.infolist():
             name = entry.filename
             if not name.startswith("pyflink/") or name.endswith("/"):
                 continue
-            relative = name[len("pyflink/"):]
-            if relative.startswith("/") or ".." in relative.split("/"):
-                sys.exit("refusing a path outside pyflink/ in " + wheel + ": " + name)
-            target = os.path.join(destination, relative)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with archive.open(entry) as source, open(target, "wb") as sink:
-                shutil.copyfileobj(source, sink, 1 << 20)
             mode = (entry.external_attr >> 16) & 0o777
-            if mode:
-                os.chmod(target, mode)
+            yield name[len("pyflink/"):], mode, lambda e=entry: archive.open(e)
+
+for archive_path in sys.argv[2:]:
+    for relative, mode, opener in entries(archive_path):
+        if relative.startswith("/") or ".." in relative.split("/"):
+            sys.exit("refusing a path outside the distribution in " + archive_path + ": " + relative)
+        target = os.path.join(destination, relative)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with opener() as source, open(target, "wb") as sink:
+            shutil.copyfileobj(source, sink, 1 << 20)
+        if mode:
+            os.chmod(target, mode)
 "#;
 
 /// What an install call had to do.
@@ -51,6 +69,30 @@ pub struct InstallActions {
 /// `$FLINK_HA_CACHE`, else `$XDG_CACHE_HOME/flink-ha-sidecars`, else
 /// `~/.cache/flink-ha-sidecars`: outside the source tree, so `cargo clean` and fresh checkouts
 /// keep the ~330 MB download.
+/// Holds `<cache>/<name>.lock` exclusively until the returned file is dropped, so that two
+/// processes (parallel tests, a test and the demo) never install the same thing at once.
+/// Says so when it has to wait, naming `what`.
+pub fn install_lock(cache: &Path, name: &str, what: &str) -> io::Result<File> {
+    let lock_path = cache.join(format!("{name}.lock"));
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            eprintln!(
+                "testbed: waiting for another process to install {what} (lock {})",
+                lock_path.display()
+            );
+            lock.lock()?;
+        }
+        Err(TryLockError::Error(error)) => return Err(error),
+    }
+    Ok(lock)
+}
+
 pub fn cache_dir() -> io::Result<PathBuf> {
     let non_empty = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
     if let Some(dir) = non_empty("FLINK_HA_CACHE") {
@@ -77,23 +119,11 @@ pub(super) fn install(cache: &Path, version: &str) -> io::Result<(PathBuf, Insta
         return Ok((home, InstallActions::default()));
     }
     fs::create_dir_all(cache)?;
-    let lock_path = cache.join(format!("flink-{version}.lock"));
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            eprintln!(
-                "testbed: waiting for another process to install Flink {version} (lock {})",
-                lock_path.display()
-            );
-            lock.lock()?;
-        }
-        Err(TryLockError::Error(error)) => return Err(error),
-    }
+    let lock = install_lock(
+        cache,
+        &format!("flink-{version}"),
+        &format!("Flink {version}"),
+    )?;
     // Another process may have finished while this one waited for the lock.
     if is_installed(&home) {
         return Ok((home, InstallActions::default()));
@@ -104,11 +134,7 @@ pub(super) fn install(cache: &Path, version: &str) -> io::Result<(PathBuf, Insta
     let cached = find_wheels(&wheels_dir, version)?;
     if cached.jars.is_none() {
         eprintln!("testbed: downloading Flink {version}'s jars from PyPI (~330 MB, once)");
-        pip_download(
-            &wheels_dir,
-            &format!("apache-flink-libraries=={version}"),
-            &[],
-        )?;
+        download_jars(&wheels_dir, version)?;
         actions.downloaded = true;
     }
     if cached.scripts.is_none() {
@@ -192,7 +218,8 @@ fn dist_jar(lib: &Path) -> Option<PathBuf> {
 /// The two wheels of a version in the cache.
 #[derive(Debug)]
 struct Wheels {
-    /// `apache-flink-libraries`: `lib/`, `opt/`, `plugins/`, `bin/bash-java-utils.jar`.
+    /// `apache-flink-libraries`: `lib/`, `opt/`, `plugins/`, `bin/bash-java-utils.jar`; a
+    /// wheel, or before 2.2 the source archive.
     jars: Option<PathBuf>,
     /// `apache-flink`: `bin/` scripts and `conf/`.
     scripts: Option<PathBuf>,
@@ -203,7 +230,7 @@ fn find_wheels(wheels_dir: &Path, version: &str) -> io::Result<Wheels> {
         Ok(entries) => entries
             .flatten()
             .filter_map(|entry| entry.file_name().into_string().ok())
-            .filter(|name| name.ends_with(".whl"))
+            .filter(|name| name.ends_with(".whl") || name.ends_with(".tar.gz"))
             .collect(),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(error) => return Err(error),
@@ -218,9 +245,34 @@ fn find_wheels(wheels_dir: &Path, version: &str) -> io::Result<Wheels> {
             .find(|name| name.starts_with(&prefix))
             .map(|name| wheels_dir.join(name))
     };
+    // A source archive is named `NAME-VERSION.tar.gz`, with the project's dashes (older
+    // uploads) or underscores (PEP 625).
+    let source_archive = || {
+        ["apache-flink-libraries", "apache_flink_libraries"]
+            .iter()
+            .map(|project| format!("{project}-{version}.tar.gz"))
+            .find(|name| names.contains(name))
+            .map(|name| wheels_dir.join(name))
+    };
     Ok(Wheels {
-        jars: find("apache_flink_libraries"),
+        jars: find("apache_flink_libraries").or_else(source_archive),
         scripts: find("apache_flink"),
+    })
+}
+
+/// `apache-flink-libraries` has wheels from 2.2 on; earlier releases (1.18 – 2.1) are on PyPI
+/// as source archives only, with the same jars. pip downloads the archive after preparing its
+/// metadata (a setup.py run in a throwaway build environment); nothing is built or installed.
+fn download_jars(wheels_dir: &Path, version: &str) -> io::Result<()> {
+    let requirement = format!("apache-flink-libraries=={version}");
+    let Err(wheel_error) = pip_download(wheels_dir, &requirement, &[ONLY_WHEELS]) else {
+        return Ok(());
+    };
+    eprintln!("testbed: no wheel of {requirement}; trying its source archive (Flink before 2.2)");
+    pip_download(wheels_dir, &requirement, &["--no-binary=:all:"]).map_err(|source_error| {
+        io::Error::other(format!(
+            "{wheel_error}\nand as a source archive: {source_error}"
+        ))
     })
 }
 
@@ -229,7 +281,7 @@ fn find_wheels(wheels_dir: &Path, version: &str) -> io::Result<Wheels> {
 /// build, so when this Python has none, any manylinux build will do.
 fn download_scripts_wheel(wheels_dir: &Path, version: &str) -> io::Result<()> {
     let requirement = format!("apache-flink=={version}");
-    let for_this_python = pip_download(wheels_dir, &requirement, &[]);
+    let for_this_python = pip_download(wheels_dir, &requirement, &[ONLY_WHEELS]);
     let Err(first_error) = for_this_python else {
         return Ok(());
     };
@@ -239,6 +291,7 @@ fn download_scripts_wheel(wheels_dir: &Path, version: &str) -> io::Result<()> {
              (only its platform-independent bin/ and conf/ are used)"
         );
         let platform = [
+            ONLY_WHEELS,
             "--platform",
             "manylinux2014_x86_64",
             "--python-version",
@@ -251,7 +304,7 @@ fn download_scripts_wheel(wheels_dir: &Path, version: &str) -> io::Result<()> {
     Err(first_error)
 }
 
-/// `python3 -m pip download --no-deps --only-binary=:all: --dest DIR [EXTRA] REQUIREMENT`,
+/// `python3 -m pip download --no-deps [EXTRA] --dest DIR REQUIREMENT`,
 /// with pip's own progress shown (on the terminal, or in the test's captured output). pip
 /// downloads into a scratch dir and the wheel is renamed into the cache after, so a download
 /// cut short never leaves a truncated wheel that looks cached.
@@ -274,7 +327,7 @@ fn pip_download(wheels_dir: &Path, requirement: &str, extra: &[&str]) -> io::Res
 fn pip_download_into(dest: &Path, requirement: &str, extra: &[&str]) -> io::Result<()> {
     let mut command = Command::new(PYTHON);
     command
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+        .args(["-m", "pip", "download", "--no-deps"])
         .args(extra)
         .arg("--dest")
         .arg(dest)
@@ -421,6 +474,32 @@ mod tests {
         let found = find_wheels(dir.path(), "1.20.3").unwrap();
         assert!(found.jars.is_some() && found.scripts.is_none());
         let found = find_wheels(&dir.path().join("missing"), "2.3.0").unwrap();
+        assert!(found.jars.is_none() && found.scripts.is_none());
+        // Before 2.2 the jars come as a source archive, under either spelling of the name.
+        for name in [
+            "apache-flink-libraries-1.18.1.tar.gz",
+            "apache_flink_libraries-2.1.3.tar.gz",
+            "apache_flink-1.18.1-cp310-cp310-manylinux1_x86_64.whl",
+        ] {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let found = find_wheels(dir.path(), "1.18.1").unwrap();
+        assert!(
+            found
+                .jars
+                .unwrap()
+                .ends_with("apache-flink-libraries-1.18.1.tar.gz")
+        );
+        assert!(found.scripts.is_some());
+        let found = find_wheels(dir.path(), "2.1.3").unwrap();
+        assert!(
+            found
+                .jars
+                .unwrap()
+                .ends_with("apache_flink_libraries-2.1.3.tar.gz")
+        );
+        assert!(found.scripts.is_none());
+        let found = find_wheels(dir.path(), "1.18").unwrap();
         assert!(found.jars.is_none() && found.scripts.is_none());
     }
 }

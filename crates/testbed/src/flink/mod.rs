@@ -15,7 +15,7 @@ pub mod rest;
 mod taskmanager;
 
 pub use daemon::processes_of;
-pub use install::{InstallActions, cache_dir};
+pub use install::{InstallActions, cache_dir, install_lock};
 pub use jobmanager::{JobManager, JobManagerConfig};
 pub use taskmanager::{TaskManager, TaskManagerConfig};
 
