@@ -6,6 +6,7 @@ mod bench_zk_wait;
 mod demo;
 mod image;
 mod install;
+mod matrix;
 mod run;
 mod stats;
 mod supply_chain;
@@ -29,6 +30,13 @@ enum Task {
     Demo,
     /// Build the container image (both binaries, FROM scratch) with podman.
     Image,
+    /// port-sync against a real JobManager of each Flink version (1.18 - 2.3): live ports
+    /// synced, a restart followed; prints a table, fails if any version fails.
+    Matrix {
+        /// Flink versions to run, comma-separated (default: the latest patch of each minor).
+        #[arg(long, value_delimiter = ',')]
+        versions: Option<Vec<String>>,
+    },
     /// Measure a binary against the usual shell loop it replaces.
     Bench {
         #[command(subcommand)]
@@ -61,6 +69,7 @@ fn main() -> ExitCode {
         Task::Test => test::run(),
         Task::Demo => demo::run(),
         Task::Image => image::run(),
+        Task::Matrix { versions } => matrix::run(versions),
         Task::Bench {
             target: BenchTarget::ZkWait { runs },
         } => bench_zk_wait::run(runs),

@@ -15,6 +15,9 @@ pub fn run() -> Result {
     ])?;
     install::nextest()?;
     install::flink()?;
+    // The oldest Flink of the matrix, for tests/port_sync_matrix.rs (downloads only when missing).
+    testbed::flink::Flink::install(testbed::matrix::VERSIONS[0])
+        .map_err(|error| error.to_string())?;
     testbed::helm::install_library().map_err(|error| error.to_string())?;
     // Built here, not inside a test: a cold static release build takes minutes.
     crate::image::run()?;
