@@ -4,6 +4,7 @@
 mod bench_port_sync;
 mod bench_zk_wait;
 mod demo;
+mod fuzz;
 mod image;
 mod install;
 mod matrix;
@@ -42,6 +43,12 @@ enum Task {
         #[command(subcommand)]
         target: BenchTarget,
     },
+    /// Run each cargo-fuzz target (crates/fuzz) for a bounded time; fail on any crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -70,6 +77,7 @@ fn main() -> ExitCode {
         Task::Demo => demo::run(),
         Task::Image => image::run(),
         Task::Matrix { versions } => matrix::run(versions),
+        Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Bench {
             target: BenchTarget::ZkWait { runs },
         } => bench_zk_wait::run(runs),
