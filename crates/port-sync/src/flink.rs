@@ -157,9 +157,10 @@ fn parse_port(key: &str, value: &serde_json::Value) -> Result<u16, ConfigError> 
         serde_json::Value::Number(number) => number.to_string(),
         other => other.to_string(),
     };
+    // The value goes into a log line on every poll: keep it short, however long the answer.
     let problem = |problem| ConfigError::NotAPort {
         key: key.to_owned(),
-        value: text.clone(),
+        value: truncate(&text, 80),
         problem,
     };
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -461,6 +462,21 @@ mod tests {
             assert!(message.contains(said), "{message}");
             assert!(message.contains("from 1 to 65535"), "{message}");
         }
+    }
+
+    #[test]
+    fn a_huge_bad_value_is_shortened_in_the_message() {
+        // Logged on every poll: a megabyte-long value must not become a megabyte-long line.
+        let value = "x".repeat(1 << 20);
+        let body = format!(r#"[{{"key":"jobmanager.rpc.port","value":"{value}"}}]"#);
+        let mappings = [PortMapping::new("rpc", "jobmanager.rpc.port")];
+        let message = parse_config(body.as_bytes(), &mappings)
+            .unwrap_err()
+            .to_string();
+        assert!(message.len() < 400, "{} bytes", message.len());
+        assert!(message.contains("jobmanager.rpc.port = \"xxx"), "{message}");
+        assert!(message.contains("…"), "{message}");
+        assert!(message.contains("not a port number"), "{message}");
     }
 
     #[test]
