@@ -4,7 +4,7 @@
 
 use crate::ports::{DesiredPorts, PortMapping};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Flink's answer is a few KiB; a body near this cap is not the config endpoint.
@@ -203,20 +203,84 @@ fn truncate(text: &str, max_chars: usize) -> String {
     }
 }
 
-/// Why the JobManager could not be asked: it is not there (yet), it answered with an HTTP
-/// error, or its answer was too big or too slow.
+/// Why the JobManager could not be asked: it is not there (yet), its TLS certificate was
+/// refused, it answered with an HTTP error, or its answer was too big or too slow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchError {
     Unreachable(String),
+    /// The TLS handshake refused the JobManager's certificate. `detail` is rustls's word;
+    /// `ca_file` the `--jobmanager-ca` it was checked against (`None`: the system's roots).
+    Certificate {
+        problem: CertificateProblem,
+        detail: String,
+        ca_file: Option<PathBuf>,
+    },
     Timeout,
-    Status { code: u16, start: String },
+    Status {
+        code: u16,
+        start: String,
+    },
     TooLarge,
+}
+
+/// What was wrong with a refused certificate, for the advice that fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateProblem {
+    /// Not signed by a trusted CA (or the signature does not verify): the usual case of a
+    /// JobManager with its own CA and no `--jobmanager-ca`, or the wrong one.
+    NotTrusted,
+    /// Trusted, but it names neither the host nor the IP address of `--jobmanager-url`.
+    WrongName,
+    /// Expired, not yet valid, not for servers, and the like.
+    Other,
+}
+
+impl FetchError {
+    /// A refused certificate: no restart of the JobManager will change it.
+    pub fn is_certificate(&self) -> bool {
+        matches!(self, FetchError::Certificate { .. })
+    }
 }
 
 impl fmt::Display for FetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FetchError::Unreachable(why) => write!(f, "the JobManager is not answering: {why}"),
+            FetchError::Certificate {
+                problem: CertificateProblem::NotTrusted,
+                detail,
+                ca_file: None,
+            } => write!(
+                f,
+                "the JobManager's TLS certificate is not trusted ({detail}): it was checked \
+                 against the system's trust store; give the CA that signed it with \
+                 --jobmanager-ca FILE (PEM)"
+            ),
+            FetchError::Certificate {
+                problem: CertificateProblem::NotTrusted,
+                detail,
+                ca_file: Some(file),
+            } => write!(
+                f,
+                "the JobManager's TLS certificate is not trusted ({detail}) by the CA(s) in \
+                 --jobmanager-ca {}; is that the CA that signed the JobManager's REST \
+                 certificate (security.ssl.rest.keystore)?",
+                file.display()
+            ),
+            FetchError::Certificate {
+                problem: CertificateProblem::WrongName,
+                detail,
+                ..
+            } => write!(
+                f,
+                "the JobManager's TLS certificate does not name the host of --jobmanager-url \
+                 ({detail}); use a host name or IP address the certificate lists"
+            ),
+            FetchError::Certificate {
+                problem: CertificateProblem::Other,
+                detail,
+                ..
+            } => write!(f, "the JobManager's TLS certificate is refused: {detail}"),
             FetchError::Timeout => write!(
                 f,
                 "the JobManager did not answer within {}s",
@@ -273,6 +337,8 @@ impl std::error::Error for SetupError {}
 pub struct JobManager {
     client: reqwest::Client,
     config_url: reqwest::Url,
+    /// `--jobmanager-ca`, named when the JobManager's certificate is refused.
+    ca_file: Option<PathBuf>,
 }
 
 impl JobManager {
@@ -316,6 +382,7 @@ impl JobManager {
         Ok(Self {
             client,
             config_url: config_url(base),
+            ca_file: ca_file.map(Path::to_owned),
         })
     }
 
@@ -340,7 +407,7 @@ impl JobManager {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|error| fetch_error(&error))?;
+            .map_err(|error| self.fetch_error(&error))?;
         if response
             .content_length()
             .is_some_and(|length| length > MAX_BODY_BYTES as u64)
@@ -351,7 +418,7 @@ impl JobManager {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|error| fetch_error(&error))?
+            .map_err(|error| self.fetch_error(&error))?
         {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(FetchError::TooLarge);
@@ -380,17 +447,54 @@ pub fn config_url(base: &reqwest::Url) -> reqwest::Url {
     url
 }
 
-fn fetch_error(error: &reqwest::Error) -> FetchError {
-    if error.is_timeout() {
-        return FetchError::Timeout;
+impl JobManager {
+    fn fetch_error(&self, error: &reqwest::Error) -> FetchError {
+        if error.is_timeout() {
+            return FetchError::Timeout;
+        }
+        failure_of(error, self.ca_file.as_deref())
     }
-    // reqwest's own message ("error sending request for url …") hides the cause; the innermost
-    // source ("Connection refused", "invalid peer certificate: …") is what helps.
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(inner) = cause.source() {
-        cause = inner;
+}
+
+/// A failed request as a `FetchError`, from its chain of causes. reqwest's own message
+/// ("error sending request for url …") hides the cause; the innermost source ("Connection
+/// refused", "invalid peer certificate: UnknownIssuer") is what helps, and a refused
+/// certificate gets the advice that fits.
+fn failure_of(error: &(dyn std::error::Error + 'static), ca_file: Option<&Path>) -> FetchError {
+    let mut cause = error;
+    loop {
+        if let Some(rustls::Error::InvalidCertificate(certificate)) = tls_error_in(cause) {
+            let problem = match certificate {
+                rustls::CertificateError::UnknownIssuer
+                | rustls::CertificateError::BadSignature => CertificateProblem::NotTrusted,
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. } => {
+                    CertificateProblem::WrongName
+                }
+                _ => CertificateProblem::Other,
+            };
+            return FetchError::Certificate {
+                problem,
+                detail: rustls::Error::InvalidCertificate(certificate.clone()).to_string(),
+                ca_file: ca_file.map(Path::to_owned),
+            };
+        }
+        match cause.source() {
+            Some(inner) => cause = inner,
+            None => return FetchError::Unreachable(cause.to_string()),
+        }
     }
-    FetchError::Unreachable(cause.to_string())
+}
+
+/// The rustls error `cause` is, or carries: the TLS stream reports it inside an `io::Error`
+/// (which hyper-util wraps in another), and `io::Error::source()` skips what it wraps.
+fn tls_error_in<'a>(mut cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    loop {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        cause = cause.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
 }
 
 #[cfg(test)]
@@ -519,6 +623,88 @@ mod tests {
             assert!(matches!(error, ConfigError::WrongShape { .. }), "{error:?}");
             assert!(error.to_string().contains(said), "{error}");
         }
+    }
+
+    /// A cause chain as reqwest's looks (captured from a run against an untrusted server):
+    /// `reqwest::Error` over `hyper_util`'s over an `io::Error` (Other) over the TLS stream's
+    /// `io::Error` (InvalidData), which carries the rustls error.
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("error sending request for url (https://127.0.0.1:8081/jobmanager/config)")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    fn refused(certificate: rustls::CertificateError) -> Wrapper {
+        Wrapper(std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(certificate),
+        )))
+    }
+
+    #[test]
+    fn an_untrusted_certificate_without_a_ca_file_asks_for_jobmanager_ca() {
+        let error = failure_of(&refused(rustls::CertificateError::UnknownIssuer), None);
+        assert!(error.is_certificate());
+        let message = error.to_string();
+        assert!(message.contains("not trusted"), "{message}");
+        assert!(message.contains("UnknownIssuer"), "{message}");
+        assert!(message.contains("system's trust store"), "{message}");
+        assert!(message.contains("--jobmanager-ca FILE"), "{message}");
+    }
+
+    #[test]
+    fn an_untrusted_certificate_with_a_ca_file_names_the_file() {
+        let ca = Path::new("/etc/flink/tls/ca.pem");
+        let error = failure_of(&refused(rustls::CertificateError::BadSignature), Some(ca));
+        let message = error.to_string();
+        assert!(message.contains("not trusted"), "{message}");
+        assert!(
+            message.contains("--jobmanager-ca /etc/flink/tls/ca.pem"),
+            "{message}"
+        );
+        assert!(!message.contains("system's trust store"), "{message}");
+    }
+
+    #[test]
+    fn a_certificate_for_another_name_says_so_and_not_to_change_the_ca() {
+        let error = failure_of(&refused(rustls::CertificateError::NotValidForName), None);
+        let message = error.to_string();
+        assert!(message.contains("does not name the host"), "{message}");
+        assert!(!message.contains("--jobmanager-ca"), "{message}");
+
+        let error = failure_of(&refused(rustls::CertificateError::Expired), None);
+        assert!(
+            matches!(
+                error,
+                FetchError::Certificate {
+                    problem: CertificateProblem::Other,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("refused"), "{error}");
+    }
+
+    #[test]
+    fn other_failures_show_the_innermost_cause() {
+        let refused = Wrapper(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        ));
+        assert_eq!(
+            failure_of(&refused, None),
+            FetchError::Unreachable("Connection refused (os error 111)".into())
+        );
     }
 
     #[test]

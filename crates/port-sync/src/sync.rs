@@ -285,9 +285,11 @@ impl Loop {
                     metrics.count_error(kind);
                 }
                 // Before the first answer, a refused connection is the normal start-up;
-                // say so once, quietly.
+                // say so once, quietly. A refused certificate is not: it is reported.
                 let message = format!("{problem} ({})", self.jobmanager.config_url());
-                if self.desired.is_none() && matches!(problem, JobManagerError::Fetch(_)) {
+                let starting =
+                    matches!(&problem, JobManagerError::Fetch(fetch) if !fetch.is_certificate());
+                if self.desired.is_none() && starting {
                     if self.jobmanager_problem.last.is_none() {
                         info!("waiting for the JobManager: {message}");
                         self.jobmanager_problem.last = Some(message);
