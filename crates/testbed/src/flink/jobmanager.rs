@@ -4,13 +4,15 @@
 
 use super::Flink;
 use super::daemon::{self, Daemon, Ha, SMALL_JVM_OPTIONS};
-use super::rest::{self, Response};
+use super::rest::{self, Endpoint, Response};
+use super::tls::RestTls;
 use crate::ports::free_port;
 use crate::process::Echo;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Each REST request of the helpers below; Flink answers in milliseconds once up.
@@ -41,6 +43,8 @@ pub struct JobManagerConfig {
     pub ha_storage_dir: Option<PathBuf>,
     /// More settings, written last, so they override the ones above.
     pub extra: Vec<(String, String)>,
+    /// With REST SSL on: the client that reads the REST API (trusting the REST CA alone).
+    pub rest_tls: Option<Arc<rustls::ClientConfig>>,
     pub echo: Echo,
 }
 
@@ -57,6 +61,7 @@ impl JobManagerConfig {
             process_memory: "768m".to_owned(),
             ha_storage_dir: None,
             extra: Vec::new(),
+            rest_tls: None,
             echo: Echo::Quiet,
         }
     }
@@ -98,6 +103,14 @@ impl JobManagerConfig {
 
     pub fn set(mut self, key: &str, value: &str) -> Self {
         self.extra.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// REST over HTTPS only (`security.ssl.rest.*`) with `tls`'s stores, which must outlive
+    /// the JobManager; the helpers below then read the REST API over TLS, verified.
+    pub fn rest_tls(mut self, tls: &RestTls) -> Self {
+        self.extra.extend(tls.flink_settings());
+        self.rest_tls = Some(tls.client_config());
         self
     }
 
@@ -186,9 +199,17 @@ impl JobManager {
         SocketAddr::new(self.config.bind_address, self.rest_port)
     }
 
-    /// `http://BIND:REST_PORT`.
+    /// How the test bed reads the REST API: plain, or TLS when REST SSL is on.
+    pub fn rest_endpoint(&self) -> Endpoint {
+        Endpoint {
+            address: self.rest_address(),
+            tls: self.config.rest_tls.clone(),
+        }
+    }
+
+    /// `http://BIND:REST_PORT`, or `https://…` with REST SSL on.
     pub fn rest_url(&self) -> String {
-        format!("http://{}", self.rest_address())
+        self.rest_endpoint().url()
     }
 
     /// The `high-availability.storageDir` in use (TaskManagers of the cluster share it).
@@ -203,16 +224,17 @@ impl JobManager {
 
     /// `GET path` from the REST API, whatever the status.
     pub fn rest_get(&self, path: &str) -> io::Result<Response> {
-        rest::get(self.rest_address(), path, REST_REQUEST_LIMIT)
+        self.rest_endpoint().get(path, REST_REQUEST_LIMIT)
     }
 
     /// Waits until `GET /jobmanager/config` answers 200 — the JobManager has won the leader
     /// election in ZooKeeper and serves — and returns the time since its (re)start. Fails at
     /// once, with the log, if the JVM exits.
     pub fn wait_rest_ready(&mut self, limit: Duration) -> io::Result<Duration> {
-        let address = self.rest_address();
+        let endpoint = self.rest_endpoint();
         daemon::wait_until(&mut self.daemon, limit, "REST ready", || {
-            rest::get(address, "/jobmanager/config", Duration::from_secs(1))
+            endpoint
+                .get("/jobmanager/config", Duration::from_secs(1))
                 .map(|response| response.status == 200)
         })
     }
@@ -270,10 +292,10 @@ impl JobManager {
     /// Waits until exactly `count` TaskManagers are registered; returns the time since the
     /// JobManager's (re)start.
     pub fn wait_taskmanagers(&mut self, count: usize, limit: Duration) -> io::Result<Duration> {
-        let address = self.rest_address();
+        let endpoint = self.rest_endpoint();
         let what = format!("{count} TaskManager(s) registered");
         daemon::wait_until(&mut self.daemon, limit, &what, || {
-            let response = rest::get(address, "/taskmanagers", Duration::from_secs(1))?;
+            let response = endpoint.get("/taskmanagers", Duration::from_secs(1))?;
             Ok(count_taskmanagers(&response.body) == Some(count))
         })
     }

@@ -13,11 +13,13 @@ mod install;
 mod jobmanager;
 pub mod rest;
 mod taskmanager;
+mod tls;
 
 pub use daemon::processes_of;
 pub use install::{InstallActions, cache_dir, install_lock};
 pub use jobmanager::{JobManager, JobManagerConfig};
 pub use taskmanager::{TaskManager, TaskManagerConfig};
+pub use tls::RestTls;
 
 use std::io;
 use std::path::{Path, PathBuf};
