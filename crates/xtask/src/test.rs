@@ -5,6 +5,9 @@
 use crate::install;
 use crate::run::{Result, cargo, step};
 
+/// Seconds per fuzz target in the suite: enough to replay the corpus and find shallow crashes.
+const CI_FUZZ_SECONDS: u64 = 20;
+
 pub fn run() -> Result {
     install::debian_packages(&[
         install::ZOOKEEPER,
@@ -46,6 +49,9 @@ pub fn run() -> Result {
     let mut doc = cargo();
     doc.args(["test", "--workspace", "--doc"]);
     step("run the doc tests", doc)?;
+
+    // Each parser under libFuzzer for a short bounded time; `cargo xtask fuzz` runs longer.
+    crate::fuzz::run(CI_FUZZ_SECONDS)?;
 
     // Last, so that its summary line closes the output.
     let mut nextest = cargo();
