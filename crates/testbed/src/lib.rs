@@ -18,3 +18,4 @@ pub mod process;
 pub mod scenario;
 pub mod service_bed;
 pub mod zookeeper;
+pub mod zookeeper_versions;

@@ -15,7 +15,9 @@ pub mod rest;
 mod taskmanager;
 
 pub use daemon::processes_of;
-pub use install::{InstallActions, cache_dir, install_lock};
+pub use install::{
+    InstallActions, cache_dir, install_flink_jars, install_lock, install_source_archive_files,
+};
 pub use jobmanager::{JobManager, JobManagerConfig};
 pub use taskmanager::{TaskManager, TaskManagerConfig};
 
