@@ -35,9 +35,10 @@ pub fn run(versions: Option<Vec<String>>) -> Result {
     // Downloads first, each with its progress shown.
     for source in &sources {
         eprintln!(
-            "==> install ZooKeeper {} from {} (downloads only when missing)",
+            "==> install ZooKeeper {} from {} (downloads ~{} MB only when missing)",
             source.zookeeper,
-            source.describe()
+            source.describe(),
+            source.download_mb
         );
         source
             .install()
@@ -73,6 +74,7 @@ pub fn run(versions: Option<Vec<String>>) -> Result {
         "default whitelist (seen)",
         "srvr Mode (parsed)",
         "ruok (unset / *)",
+        "srvr when only ruok is listed",
         "zk-wait exit",
         "lone of 3",
         "two of 3",
@@ -185,6 +187,11 @@ fn cells(report: &CaptureReport) -> Vec<String> {
         },
         mode,
         format!("{} / {}", ruok("whitelist-unset"), ruok("whitelist-star")),
+        match fixture("whitelist-ruok", "srvr") {
+            Some(file) if file.expect.starts_with("serving") => "allowed".to_owned(),
+            Some(file) => file.expect.clone(),
+            None => "-".to_owned(),
+        },
         per_setting.join(" / "),
         format!("{lone_code}: {lone_state}"),
         format!("{two_code}: {two_state}"),
