@@ -24,12 +24,15 @@ const SERVER_JVMFLAGS: &str = "-Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
     -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/servlet-api.jar";
 
 /// The JVM flags of a jar-started server: as Debian's, plus no log4j 1 JMX beans (3.4 registers
-/// them by default and fails without log4j 1 on the class path; later versions ignore it).
+/// them by default and fails without log4j 1 on the class path; later versions ignore it), and
+/// log4j 2's default console configuration at INFO (it has no config file here), so that a
+/// failure message can show what the server said.
 const JAR_SERVER_JVMFLAGS: &[&str] = &[
     "-Xmx128m",
     "-XX:+UseSerialGC",
     "-XX:TieredStopAtLevel=1",
     "-Dzookeeper.jmx.log4j.disable=true",
+    "-Dlog4j2.level=INFO",
 ];
 
 /// Which ZooKeeper a member runs.
