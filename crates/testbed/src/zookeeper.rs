@@ -1,6 +1,7 @@
-//! Real ZooKeeper servers from Debian's `zookeeperd` (3.8, on the machine's Java), each with its
-//! own config, data dir and loopback ports: a standalone server, or an ensemble whose members a
-//! test starts and stops to make a quorum appear and disappear.
+//! Real ZooKeeper servers from Debian's `zookeeperd` (3.8, on the machine's Java), or of another
+//! version from jars (`zookeeper_versions`: ZooKeeper inside Flink's and Spark's PyPI archives),
+//! each with its own config, data dir and loopback ports: a standalone server, or an ensemble
+//! whose members a test starts and stops to make a quorum appear and disappear.
 
 use crate::ports::free_port;
 use crate::process::{Echo, Process};
@@ -22,6 +23,59 @@ pub const ZK_SERVER_SH: &str = "/usr/share/zookeeper/bin/zkServer.sh";
 const SERVER_JVMFLAGS: &str = "-Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
     -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/servlet-api.jar";
 
+/// The JVM flags of a jar-started server: as Debian's, plus no log4j 1 JMX beans (3.4 registers
+/// them by default and fails without log4j 1 on the class path; later versions ignore it), and
+/// log4j 2's default console configuration at INFO (it has no config file here), so that a
+/// failure message can show what the server said.
+const JAR_SERVER_JVMFLAGS: &[&str] = &[
+    "-Xmx128m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Dzookeeper.jmx.log4j.disable=true",
+    "-Dlog4j2.level=INFO",
+];
+
+/// Which ZooKeeper a member runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Server {
+    /// Debian's `zookeeperd` through its `zkServer.sh` (3.8.0 on Debian 12).
+    #[default]
+    Debian,
+    /// `java -cp CLASS_PATH <package_prefix>org.apache.zookeeper.server.quorum.QuorumPeerMain
+    /// zoo.cfg`, which runs a standalone server or an ensemble member as the config says.
+    Jars(JarServer),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JarServer {
+    /// Java class path entries; `dir/*` takes every jar in `dir`.
+    pub class_path: Vec<String>,
+    /// What stands before `org.apache.zookeeper` in the class names: empty for ZooKeeper's own
+    /// jars, `org.apache.flink.shaded.zookeeper3.` for the copy Flink shades.
+    pub package_prefix: String,
+}
+
+impl JarServer {
+    pub fn main_class(&self) -> String {
+        format!(
+            "{}org.apache.zookeeper.server.quorum.QuorumPeerMain",
+            self.package_prefix
+        )
+    }
+
+    /// The `java` command that starts a server with the config at `config`.
+    pub fn command(&self, config: &Path) -> Command {
+        let mut command = Command::new("java");
+        command
+            .args(JAR_SERVER_JVMFLAGS)
+            .arg("-cp")
+            .arg(self.class_path.join(":"))
+            .arg(self.main_class())
+            .arg(config);
+        command
+    }
+}
+
 /// The four-letter words a server allows (`4lw.commands.whitelist`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Whitelist {
@@ -41,6 +95,8 @@ pub struct EnsembleConfig {
     pub admin_server: bool,
     /// ZooKeeper's tick; 500 ms lets a second member make a majority serve in about a second.
     pub tick_ms: u32,
+    /// Debian's 3.8 unless set.
+    pub server: Server,
 }
 
 impl Default for EnsembleConfig {
@@ -50,6 +106,7 @@ impl Default for EnsembleConfig {
             whitelist: Whitelist::Default,
             admin_server: false,
             tick_ms: 500,
+            server: Server::Debian,
         }
     }
 }
@@ -75,6 +132,17 @@ impl EnsembleConfig {
         self.admin_server = on;
         self
     }
+
+    pub fn server(mut self, server: Server) -> Self {
+        self.server = server;
+        self
+    }
+
+    /// Sets the whitelist as given: `Whitelist::Default` leaves it unset.
+    pub fn with_whitelist(mut self, whitelist: Whitelist) -> Self {
+        self.whitelist = whitelist;
+        self
+    }
 }
 
 struct Member {
@@ -90,6 +158,7 @@ struct Member {
 /// Dropping it stops every member and removes its files.
 pub struct Ensemble {
     members: Vec<Member>,
+    server: Server,
     // Dropped last, after the members' processes.
     dir: TempDir,
 }
@@ -97,7 +166,9 @@ pub struct Ensemble {
 impl Ensemble {
     /// Writes each member's config and data dir; starts nothing.
     pub fn new(config: EnsembleConfig) -> io::Result<Ensemble> {
-        check_installed()?;
+        if config.server == Server::Debian {
+            check_installed()?;
+        }
         assert!(config.members >= 1, "an ensemble has at least one member");
         let dir = tempfile::Builder::new().prefix("testbed-zk-").tempdir()?;
         let quorum_ports: Vec<(u16, u16)> = (0..config.members)
@@ -123,7 +194,11 @@ impl Ensemble {
                 process: None,
             });
         }
-        Ok(Ensemble { members, dir })
+        Ok(Ensemble {
+            members,
+            server: config.server,
+            dir,
+        })
     }
 
     /// A standalone server, already serving.
@@ -174,17 +249,23 @@ impl Ensemble {
         if member.process.is_some() {
             return Ok(());
         }
-        let mut command = Command::new(ZK_SERVER_SH);
-        command
-            .arg("start-foreground")
-            .arg(&member.config_path)
-            .env("SERVER_JVMFLAGS", SERVER_JVMFLAGS)
-            .current_dir(
-                member
-                    .config_path
-                    .parent()
-                    .expect("configs live in a member dir"),
-            );
+        let mut command = match &self.server {
+            Server::Debian => {
+                let mut command = Command::new(ZK_SERVER_SH);
+                command
+                    .arg("start-foreground")
+                    .arg(&member.config_path)
+                    .env("SERVER_JVMFLAGS", SERVER_JVMFLAGS);
+                command
+            }
+            Server::Jars(jars) => jars.command(&member.config_path),
+        };
+        command.current_dir(
+            member
+                .config_path
+                .parent()
+                .expect("configs live in a member dir"),
+        );
         let name = format!("zookeeper-{}", member.id);
         let process = Process::spawn(&name, command, Echo::Quiet)?;
         member.process = Some(process);

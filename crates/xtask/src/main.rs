@@ -12,6 +12,7 @@ mod run;
 mod stats;
 mod supply_chain;
 mod test;
+mod zookeeper_versions;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -35,6 +36,14 @@ enum Task {
     /// synced, a restart followed; prints a table, fails if any version fails.
     Matrix {
         /// Flink versions to run, comma-separated (default: the latest patch of each minor).
+        #[arg(long, value_delimiter = ',')]
+        versions: Option<Vec<String>>,
+    },
+    /// zk-wait against a real ZooKeeper of each line 3.4 - 3.9 in every whitelist setting and
+    /// as a 3-member ensemble; captures the answers into tests/fixtures/zookeeper-<version>/
+    /// and prints a table; fails if any version fails.
+    ZookeeperVersions {
+        /// ZooKeeper versions or lines to run, comma-separated (default: all, 3.4 - 3.9).
         #[arg(long, value_delimiter = ',')]
         versions: Option<Vec<String>>,
     },
@@ -78,6 +87,7 @@ fn main() -> ExitCode {
         Task::Image => image::run(),
         Task::Matrix { versions } => matrix::run(versions),
         Task::Fuzz { seconds } => fuzz::run(seconds),
+        Task::ZookeeperVersions { versions } => zookeeper_versions::run(versions),
         Task::Bench {
             target: BenchTarget::ZkWait { runs },
         } => bench_zk_wait::run(runs),

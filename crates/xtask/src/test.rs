@@ -21,6 +21,17 @@ pub fn run() -> Result {
     // The oldest Flink of the matrix, for tests/port_sync_matrix.rs (downloads only when missing).
     testbed::flink::Flink::install(testbed::matrix::VERSIONS[0])
         .map_err(|error| error.to_string())?;
+    // The oldest and newest ZooKeeper lines for tests/zk_versions.rs (3.7 comes with Flink 2.3;
+    // 3.8 is Debian's): about 680 MB of PyPI archives, ~35 s once, unpacked to ~165 MB of jars.
+    for version in ["3.4.14", "3.9.5"] {
+        let source = testbed::zookeeper_versions::source(version)
+            .ok_or_else(|| format!("no ZooKeeper {version} in the test bed"))?;
+        eprintln!(
+            "==> install ZooKeeper {version} from {} (downloads only when missing)",
+            source.describe()
+        );
+        source.install().map_err(|error| error.to_string())?;
+    }
     testbed::helm::install_library().map_err(|error| error.to_string())?;
     // Built here, not inside a test: a cold static release build takes minutes.
     crate::image::run()?;

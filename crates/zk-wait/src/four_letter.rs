@@ -46,7 +46,7 @@ impl Mode {
             "follower" => Mode::Follower,
             "observer" => Mode::Observer,
             "read-only" => Mode::ReadOnly,
-            other => Mode::Other(other.to_owned()),
+            other => Mode::Other(shorten(other)),
         }
     }
 
@@ -127,12 +127,35 @@ fn parse_srvr(text: &str) -> Option<Reply> {
     };
     let mode = field("Mode:").filter(|mode| !mode.is_empty())?;
     let version = field("Zookeeper version:")
-        .map(|v| v.split(',').next().unwrap_or(v).trim().to_owned())
-        .filter(|v| !v.is_empty());
+        .map(|v| v.split(',').next().unwrap_or(v).trim())
+        .filter(|v| !v.is_empty())
+        .map(shorten);
     Some(Reply::Serving {
         mode: Mode::parse(mode),
         version,
     })
+}
+
+/// The longest mode or version text kept, in characters: both end up in logs, and an answer
+/// may be up to 64 KiB.
+pub const FIELD_CHARS: usize = 64;
+
+/// `text` made printable (control characters escaped) and cut to [`FIELD_CHARS`] characters,
+/// with `…` when it was longer.
+fn shorten(text: &str) -> String {
+    let mut printable = text.chars().flat_map(|c| {
+        let escaped: Vec<char> = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            vec![c]
+        };
+        escaped
+    });
+    let mut short: String = printable.by_ref().take(FIELD_CHARS).collect();
+    if printable.next().is_some() {
+        short.push('…');
+    }
+    short
 }
 
 fn unexpected(answer: &[u8]) -> Reply {
@@ -190,6 +213,37 @@ mod tests {
         assert!(Mode::Leader.serves_clients());
         assert!(!Mode::ReadOnly.serves_clients());
         assert!(!Mode::Other("x".into()).serves_clients());
+    }
+
+    #[test]
+    fn long_or_unprintable_mode_and_version_texts_are_shortened_for_the_log() {
+        let long_mode = "x".repeat(10_000);
+        let long_version = format!("3.9.5-{}", "v".repeat(70_000));
+        let answer = SRVR_STANDALONE
+            .replace("Mode: standalone", &format!("Mode: {long_mode}"))
+            .replace("3.8.0-${mvngit.commit.id}", &long_version);
+        let Reply::Serving { mode, version } = parse_reply(Word::Srvr, answer.as_bytes()) else {
+            panic!("not read as serving");
+        };
+        let Mode::Other(mode) = mode else {
+            panic!("{mode:?}")
+        };
+        assert_eq!(mode, format!("{}…", "x".repeat(FIELD_CHARS)));
+        let version = version.unwrap();
+        assert_eq!(version.chars().count(), FIELD_CHARS + 1);
+        assert!(version.starts_with("3.9.5-vvv") && version.ends_with('…'));
+        // Exactly the limit is kept whole; control characters are shown escaped.
+        let exact = "y".repeat(FIELD_CHARS);
+        let answer = SRVR_STANDALONE.replace("Mode: standalone", &format!("Mode: {exact}"));
+        let Reply::Serving { mode, .. } = parse_reply(Word::Srvr, answer.as_bytes()) else {
+            panic!()
+        };
+        assert_eq!(mode, Mode::Other(exact));
+        let answer = SRVR_STANDALONE.replace("Mode: standalone", "Mode: lead\u{1b}[31mer");
+        let Reply::Serving { mode, .. } = parse_reply(Word::Srvr, answer.as_bytes()) else {
+            panic!()
+        };
+        assert_eq!(mode.to_string(), "lead\\u{1b}[31mer");
     }
 
     #[test]

@@ -11,3 +11,6 @@ pub mod quorum;
 pub mod report;
 pub mod state;
 pub mod wait;
+
+#[cfg(test)]
+mod fixture_tests;

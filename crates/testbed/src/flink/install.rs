@@ -22,10 +22,14 @@ const DOWNLOAD_SCRATCH_PREFIX: &str = ".download-";
 /// Unpacks the `pyflink/` part of each wheel given after the destination, keeping the Unix
 /// modes the wheels record (zipfile alone drops them, and the scripts must stay executable).
 /// An `apache-flink-libraries` source archive (`.tar.gz`, all PyPI has before 2.2) holds the
-/// same files under `<top>/deps/`, which its setup.py would copy to `pyflink/`.
+/// same files under `<top>/deps/`, which its setup.py would copy to `pyflink/`; so does a
+/// `pyspark` source archive (`deps/jars/`). With `UNPACK_ONLY` set, only the paths matching one
+/// of its comma-separated patterns are unpacked.
 const UNPACK_SCRIPT: &str = r#"
-import os, shutil, sys, tarfile, zipfile
+import fnmatch, os, shutil, sys, tarfile, zipfile
 destination = sys.argv[1]
+# Optional: only paths matching one of these shell patterns (comma-separated) are unpacked.
+only = [p for p in os.environ.get("UNPACK_ONLY", "").split(",") if p]
 
 def entries(archive_path):
     """(path inside the distribution, Unix mode or 0, opener) of each regular file."""
@@ -47,6 +51,8 @@ def entries(archive_path):
 
 for archive_path in sys.argv[2:]:
     for relative, mode, opener in entries(archive_path):
+        if only and not any(fnmatch.fnmatchcase(relative, pattern) for pattern in only):
+            continue
         if relative.startswith("/") or ".." in relative.split("/"):
             sys.exit("refusing a path outside the distribution in " + archive_path + ": " + relative)
         target = os.path.join(destination, relative)
@@ -112,75 +118,201 @@ pub fn cache_dir() -> io::Result<PathBuf> {
 
 pub(super) fn install(cache: &Path, version: &str) -> io::Result<(PathBuf, InstallActions)> {
     check_version(version)?;
-    let home = cache.join(format!("flink-{version}"));
-    // The rename below makes the folder appear complete or not at all, so its presence is
-    // enough and the common case takes no lock.
-    if is_installed(&home) {
-        return Ok((home, InstallActions::default()));
-    }
-    fs::create_dir_all(cache)?;
-    let lock = install_lock(
+    install_dir(
         cache,
         &format!("flink-{version}"),
         &format!("Flink {version}"),
+        is_installed,
+        |wheels_dir, partial| {
+            let mut downloaded = false;
+            let cached = find_wheels(wheels_dir, version)?;
+            if cached.jars.is_none() {
+                eprintln!("testbed: downloading Flink {version}'s jars from PyPI (~330 MB, once)");
+                download_jars(wheels_dir, version)?;
+                downloaded = true;
+            }
+            if cached.scripts.is_none() {
+                download_scripts_wheel(wheels_dir, version)?;
+                downloaded = true;
+            }
+            let Wheels {
+                jars: Some(jars),
+                scripts: Some(scripts),
+            } = find_wheels(wheels_dir, version)?
+            else {
+                return Err(io::Error::other(format!(
+                    "pip reported success but {} lacks a wheel of apache-flink-libraries or \
+                     apache-flink {version}",
+                    wheels_dir.display()
+                )));
+            };
+            unpack(&[jars, scripts], partial, &[])?;
+            make_scripts_executable(&partial.join("bin"))?;
+            if is_installed(partial) {
+                Ok(downloaded)
+            } else {
+                Err(io::Error::other(format!(
+                    "the wheels of Flink {version} unpacked to no bin/jobmanager.sh and \
+                     lib/flink-dist-*.jar in {}",
+                    partial.display()
+                )))
+            }
+        },
+    )
+}
+
+/// The jars of `apache-flink-libraries` `version` alone (its `lib/` files matching `include`,
+/// e.g. `lib/flink-shaded-zookeeper-*.jar`), without the scripts wheel, in
+/// `<cache>/<name>`: for servers that ship inside Flink's jars, such as old ZooKeepers. Returns
+/// the folder, `lib/` inside it.
+pub fn install_flink_jars(
+    cache: &Path,
+    version: &str,
+    name: &str,
+    include: &[&str],
+) -> io::Result<PathBuf> {
+    check_version(version)?;
+    let complete = |dir: &Path| dir.join("lib").is_dir();
+    let (home, _) = install_dir(
+        cache,
+        name,
+        &format!("the jars of Flink {version}"),
+        complete,
+        |wheels_dir, partial| {
+            let mut downloaded = false;
+            if find_wheels(wheels_dir, version)?.jars.is_none() {
+                eprintln!("testbed: downloading Flink {version}'s jars from PyPI (once)");
+                download_jars(wheels_dir, version)?;
+                downloaded = true;
+            }
+            let Some(jars) = find_wheels(wheels_dir, version)?.jars else {
+                return Err(io::Error::other(format!(
+                    "pip reported success but {} lacks apache-flink-libraries {version}",
+                    wheels_dir.display()
+                )));
+            };
+            unpack(&[jars], partial, include)?;
+            if complete(partial) {
+                Ok(downloaded)
+            } else {
+                Err(io::Error::other(format!(
+                    "apache-flink-libraries {version} has no file matching {include:?}"
+                )))
+            }
+        },
     )?;
+    Ok(home)
+}
+
+/// The files matching `include` (e.g. `jars/zookeeper-*.jar`) of PyPI's source archive of
+/// `project` `version` (`<top>/deps/...`, as pyspark's is laid out), in `<cache>/<name>`,
+/// downloaded and unpacked once, under the same lock and rename as Flink.
+pub fn install_source_archive_files(
+    cache: &Path,
+    project: &str,
+    version: &str,
+    name: &str,
+    include: &[&str],
+) -> io::Result<PathBuf> {
+    check_version(version)?;
+    let archive = |wheels_dir: &Path| {
+        [project.to_owned(), project.replace('-', "_")]
+            .iter()
+            .map(|spelling| wheels_dir.join(format!("{spelling}-{version}.tar.gz")))
+            .find(|path| path.is_file())
+    };
+    let (home, _) = install_dir(
+        cache,
+        name,
+        &format!("{project} {version}"),
+        |dir| dir.is_dir(),
+        |wheels_dir, partial| {
+            let mut downloaded = false;
+            if archive(wheels_dir).is_none() {
+                eprintln!(
+                    "testbed: downloading {project} {version}'s source archive from PyPI (once)"
+                );
+                pip_download(
+                    wheels_dir,
+                    &format!("{project}=={version}"),
+                    &["--no-binary=:all:"],
+                )?;
+                downloaded = true;
+            }
+            let Some(path) = archive(wheels_dir) else {
+                return Err(io::Error::other(format!(
+                    "pip reported success but {} lacks {project}-{version}.tar.gz",
+                    wheels_dir.display()
+                )));
+            };
+            unpack(&[path], partial, include)?;
+            let found = fs::read_dir(partial)?.next().is_some();
+            if found {
+                Ok(downloaded)
+            } else {
+                Err(io::Error::other(format!(
+                    "{project} {version} has no file matching {include:?}"
+                )))
+            }
+        },
+    )?;
+    Ok(home)
+}
+
+/// Makes `<cache>/<name>` appear complete or not at all: when `is_complete` says it is missing,
+/// takes the install lock, and `fill(wheels_dir, partial)` fills a scratch folder (returning
+/// whether it downloaded anything) that is then renamed into place. Safe to call from several
+/// processes at once.
+fn install_dir(
+    cache: &Path,
+    name: &str,
+    what: &str,
+    is_complete: impl Fn(&Path) -> bool,
+    fill: impl FnOnce(&Path, &Path) -> io::Result<bool>,
+) -> io::Result<(PathBuf, InstallActions)> {
+    let home = cache.join(name);
+    // The rename below makes the folder appear complete or not at all, so its presence is
+    // enough and the common case takes no lock.
+    if is_complete(&home) {
+        return Ok((home, InstallActions::default()));
+    }
+    fs::create_dir_all(cache)?;
+    let lock = install_lock(cache, name, what)?;
     // Another process may have finished while this one waited for the lock.
-    if is_installed(&home) {
+    if is_complete(&home) {
         return Ok((home, InstallActions::default()));
     }
     let wheels_dir = cache.join("wheels");
     remove_leftovers(&wheels_dir, DOWNLOAD_SCRATCH_PREFIX)?;
-    let mut actions = InstallActions::default();
-    let cached = find_wheels(&wheels_dir, version)?;
-    if cached.jars.is_none() {
-        eprintln!("testbed: downloading Flink {version}'s jars from PyPI (~330 MB, once)");
-        download_jars(&wheels_dir, version)?;
-        actions.downloaded = true;
-    }
-    if cached.scripts.is_none() {
-        download_scripts_wheel(&wheels_dir, version)?;
-        actions.downloaded = true;
-    }
-    let Wheels {
-        jars: Some(jars),
-        scripts: Some(scripts),
-    } = find_wheels(&wheels_dir, version)?
-    else {
-        return Err(io::Error::other(format!(
-            "pip reported success but {} lacks a wheel of apache-flink-libraries or \
-             apache-flink {version}",
-            wheels_dir.display()
-        )));
-    };
-    let wheels = [jars, scripts];
-    remove_leftovers(cache, &format!(".flink-{version}.partial-"))?;
+    remove_leftovers(cache, &format!(".{name}.partial-"))?;
     let partial = cache.join(format!(
-        ".flink-{version}.partial-{}-{}",
+        ".{name}.partial-{}-{}",
         std::process::id(),
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|since| since.as_nanos())
             .unwrap_or_default()
     ));
-    let unpacked = unpack(&wheels, &partial).and_then(|()| {
-        make_scripts_executable(&partial.join("bin"))?;
-        if is_installed(&partial) {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
-                "the wheels of Flink {version} unpacked to no bin/jobmanager.sh and \
-                 lib/flink-dist-*.jar in {}",
-                partial.display()
-            )))
+    fs::create_dir_all(&partial)?;
+    let filled = fill(&wheels_dir, &partial);
+    let downloaded = match filled.and_then(|downloaded| {
+        fs::rename(&partial, &home)?;
+        Ok(downloaded)
+    }) {
+        Ok(downloaded) => downloaded,
+        Err(error) => {
+            let _ = fs::remove_dir_all(&partial);
+            return Err(error);
         }
-    });
-    if let Err(error) = unpacked.and_then(|()| fs::rename(&partial, &home)) {
-        let _ = fs::remove_dir_all(&partial);
-        return Err(error);
-    }
-    actions.unpacked = true;
+    };
     drop(lock);
-    Ok((home, actions))
+    Ok((
+        home,
+        InstallActions {
+            downloaded,
+            unpacked: true,
+        },
+    ))
 }
 
 fn check_version(version: &str) -> io::Result<()> {
@@ -364,14 +496,18 @@ fn pip_download_into(dest: &Path, requirement: &str, extra: &[&str]) -> io::Resu
     Ok(())
 }
 
-/// The jars wheel first, then the scripts wheel, so that the scripts' copies of the files
-/// both carry (`README.txt`, `version.py`) win.
-fn unpack(wheels: &[PathBuf; 2], destination: &Path) -> io::Result<()> {
+/// Unpacks the archives in order (for Flink the jars wheel first, then the scripts wheel, so
+/// that the scripts' copies of the files both carry, `README.txt` and `version.py`, win); only
+/// the paths matching one of `include`'s shell patterns when it is not empty.
+fn unpack(wheels: &[PathBuf], destination: &Path, include: &[&str]) -> io::Result<()> {
     fs::create_dir_all(destination)?;
     eprintln!(
-        "testbed: unpacking {} and {} into {}",
-        wheels[0].display(),
-        wheels[1].display(),
+        "testbed: unpacking {} into {}",
+        wheels
+            .iter()
+            .map(|w| w.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" and "),
         destination.display()
     );
     let output = Command::new(PYTHON)
@@ -379,6 +515,7 @@ fn unpack(wheels: &[PathBuf; 2], destination: &Path) -> io::Result<()> {
         .arg(UNPACK_SCRIPT)
         .arg(destination)
         .args(wheels)
+        .env("UNPACK_ONLY", include.join(","))
         .stdin(Stdio::null())
         .output()
         .map_err(|error| {

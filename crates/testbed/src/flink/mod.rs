@@ -16,7 +16,9 @@ mod taskmanager;
 mod tls;
 
 pub use daemon::processes_of;
-pub use install::{InstallActions, cache_dir, install_lock};
+pub use install::{
+    InstallActions, cache_dir, install_flink_jars, install_lock, install_source_archive_files,
+};
 pub use jobmanager::{JobManager, JobManagerConfig};
 pub use taskmanager::{TaskManager, TaskManagerConfig};
 pub use tls::RestTls;
