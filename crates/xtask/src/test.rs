@@ -3,7 +3,7 @@
 //! (unit, real-server integration, doc tests).
 
 use crate::install;
-use crate::run::{Result, cargo, step};
+use crate::run::{Result, cargo, step, target_dir};
 
 pub fn run() -> Result {
     install::debian_packages(&[
@@ -47,8 +47,18 @@ pub fn run() -> Result {
     doc.args(["test", "--workspace", "--doc"]);
     step("run the doc tests", doc)?;
 
-    // Last, so that its summary line closes the output.
     let mut nextest = cargo();
     nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
-    step("run the tests", nextest)
+    step("run the tests", nextest)?;
+
+    // The load path (`cargo xtask load`), short: 50 port-sync processes for one minute, with
+    // the debug build made above (a release build would add minutes); fails if any does not
+    // sync or exits. The README's figures come from the default run of the release build.
+    eprintln!("==> load: 50 port-sync processes, 1 minute of steady state");
+    crate::load::measure(
+        &target_dir().join("debug/port-sync"),
+        50,
+        std::time::Duration::from_secs(60),
+        None,
+    )
 }
