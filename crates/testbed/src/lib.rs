@@ -13,6 +13,7 @@ pub mod forwarder;
 pub mod helm;
 pub mod image;
 pub mod kube_api;
+pub mod load;
 pub mod matrix;
 pub mod ports;
 pub mod process;

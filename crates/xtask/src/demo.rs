@@ -8,8 +8,7 @@
 //! The steps live in `testbed::scenario`, which the CI test `tests/demo.rs` runs too.
 
 use crate::install;
-use crate::run::{Result, cargo, step, workspace_root};
-use std::path::PathBuf;
+use crate::run::{Result, cargo, step, target_dir};
 use testbed::process::stop_children_on_signal;
 use testbed::scenario::{self, ScenarioConfig};
 
@@ -30,20 +29,4 @@ pub fn run() -> Result {
     }
     eprintln!("\ndemo: done");
     Ok(())
-}
-
-/// Where cargo puts the binaries: `CARGO_TARGET_DIR` when set (cargo passes it on to xtask),
-/// else the workspace's `target/`.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || workspace_root().join("target"),
-        |dir| {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                workspace_root().join(dir)
-            }
-        },
-    )
 }

@@ -7,6 +7,7 @@ mod demo;
 mod fuzz;
 mod image;
 mod install;
+mod load;
 mod matrix;
 mod run;
 mod stats;
@@ -52,6 +53,22 @@ enum Task {
         #[command(subcommand)]
         target: BenchTarget,
     },
+    /// Many port-sync processes, each with its own Service, against one API stand-in and one
+    /// fake JobManager: requests per minute to each in steady state, scaled to 1,000 clusters.
+    Load {
+        /// port-sync processes (Flink clusters) to run.
+        #[arg(long, default_value_t = 50)]
+        instances: usize,
+        /// Minutes of steady state to measure, after all have synced.
+        #[arg(long, default_value_t = 3)]
+        minutes: u64,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Run this port-sync binary instead of building the release one.
+        #[arg(long)]
+        binary: Option<std::path::PathBuf>,
+    },
     /// Run each cargo-fuzz target (crates/fuzz) for a bounded time; fail on any crash.
     Fuzz {
         /// Seconds per target.
@@ -88,6 +105,12 @@ fn main() -> ExitCode {
         Task::Matrix { versions } => matrix::run(versions),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::ZookeeperVersions { versions } => zookeeper_versions::run(versions),
+        Task::Load {
+            instances,
+            minutes,
+            json,
+            binary,
+        } => load::run(instances, minutes, json, binary),
         Task::Bench {
             target: BenchTarget::ZkWait { runs },
         } => bench_zk_wait::run(runs),

@@ -35,6 +35,22 @@ pub fn step(what: &str, mut command: Command) -> Result {
     }
 }
 
+/// Where cargo puts the binaries: `CARGO_TARGET_DIR` when set (cargo passes it on to xtask),
+/// else the workspace's `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || workspace_root().join("target"),
+        |dir| {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        },
+    )
+}
+
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }

@@ -3,7 +3,7 @@
 //! (unit, real-server integration, doc tests).
 
 use crate::install;
-use crate::run::{Result, cargo, step};
+use crate::run::{Result, cargo, step, target_dir};
 
 /// Seconds per fuzz target in the suite: enough to replay the corpus and find shallow crashes.
 const CI_FUZZ_SECONDS: u64 = 20;
@@ -64,8 +64,18 @@ pub fn run() -> Result {
     // Each parser under libFuzzer for a short bounded time; `cargo xtask fuzz` runs longer.
     crate::fuzz::run(CI_FUZZ_SECONDS)?;
 
-    // Last, so that its summary line closes the output.
     let mut nextest = cargo();
     nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
-    step("run the tests", nextest)
+    step("run the tests", nextest)?;
+
+    // The load path (`cargo xtask load`), short: 50 port-sync processes for one minute, with
+    // the debug build made above (a release build would add minutes); fails if any does not
+    // sync or exits. The README's figures come from the default run of the release build.
+    eprintln!("==> load: 50 port-sync processes, 1 minute of steady state");
+    crate::load::measure(
+        &target_dir().join("debug/port-sync"),
+        50,
+        std::time::Duration::from_secs(60),
+        None,
+    )
 }

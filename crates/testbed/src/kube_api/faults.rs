@@ -76,7 +76,11 @@ pub struct RequestRecord {
     pub kind: RequestKind,
     /// The answer's code; `None` when the connection was closed without one.
     pub status: Option<u16>,
+    /// When the request arrived.
     pub at: SystemTime,
+    /// From its arrival to its answer's head (for a watch: to the start of the event stream,
+    /// the part API Priority and Fairness charges a seat for), or to the injected reset.
+    pub took: Duration,
 }
 
 struct PendingFault {

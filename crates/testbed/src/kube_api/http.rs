@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 pub(crate) type ResponseBody = BoxBody<Bytes, Infallible>;
 
@@ -234,6 +234,7 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
     shared: Arc<Shared>,
 ) -> Result<Response<ResponseBody>, io::Error> {
+    let arrived = Instant::now();
     let query_string = request.uri().query().unwrap_or("").to_owned();
     let query = parse_query(&query_string);
     let route = route(request.method(), request.uri().path(), &query);
@@ -246,10 +247,12 @@ pub(crate) async fn handle(
         kind: route.kind(),
         status: None,
         at: SystemTime::now(),
+        took: Duration::ZERO,
     };
 
     let injected = match shared.faults.take(record.kind) {
         Some(Fault::Reset) => {
+            record.took = arrived.elapsed();
             shared.faults.log(record);
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
@@ -284,6 +287,7 @@ pub(crate) async fn handle(
         }
     };
     record.status = Some(response.status().as_u16());
+    record.took = arrived.elapsed();
     shared.faults.log(record);
     Ok(response)
 }

@@ -24,7 +24,7 @@ mod watch;
 
 pub use auth::{ADMIN_USER, Identity, write_token_file};
 pub use faults::{Fault, FaultOn, Faults, RequestKind, RequestRecord};
-pub use rbac::{PolicyRule, RbacConfig};
+pub use rbac::{PolicyRule, RbacConfig, RoleCopy};
 pub use status::{ApiError, FieldError, FieldProblem};
 
 use base64::Engine as _;
@@ -77,6 +77,16 @@ impl ApiServerConfig {
     /// Adds a rule to the Role.
     pub fn with_rule(mut self, rule: PolicyRule) -> Self {
         self.rbac.extra_rules.push(rule);
+        self
+    }
+
+    /// Adds a copy of the Role and RoleBinding naming `service`, bound to `service_account`
+    /// (another Flink cluster's, as another release of the chart creates).
+    pub fn with_role_copy(mut self, service: &str, service_account: &str) -> Self {
+        self.rbac.copies.push(RoleCopy {
+            service: service.to_owned(),
+            service_account: service_account.to_owned(),
+        });
         self
     }
 

@@ -6,6 +6,7 @@
 
 use super::auth::{Identity, SUPERUSER_GROUP};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -70,6 +71,19 @@ pub struct RbacConfig {
     pub without_verbs: Vec<String>,
     /// Rules added to the Role.
     pub extra_rules: Vec<PolicyRule>,
+    /// Further copies of the Role and RoleBinding in the same namespace, one per Flink
+    /// cluster, as further releases of the chart create them.
+    pub copies: Vec<RoleCopy>,
+}
+
+/// One more copy of the Role and its RoleBinding, as each release of the chart creates for its
+/// own Flink cluster: the rules of `rbac/role.yaml` (less `without_verbs`; `extra_rules` stay
+/// with the first Role) with every `resourceNames` naming `service`, granted to the service
+/// account `service_account` of the Role's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleCopy {
+    pub service: String,
+    pub service_account: String,
 }
 
 impl Default for RbacConfig {
@@ -81,6 +95,7 @@ impl Default for RbacConfig {
             namespace: None,
             without_verbs: Vec::new(),
             extra_rules: Vec::new(),
+            copies: Vec::new(),
         }
     }
 }
@@ -149,6 +164,8 @@ pub(crate) struct Authorizer {
     /// Users the binding names: service accounts as `system:serviceaccount:ns:name`.
     users: Vec<String>,
     groups: Vec<String>,
+    /// The copies' rules by the user each is bound to.
+    copies: HashMap<String, Vec<PolicyRule>>,
 }
 
 impl Authorizer {
@@ -202,17 +219,35 @@ impl Authorizer {
             }
         }
 
+        let without_verbs = |mut rules: Vec<PolicyRule>| {
+            for rule in &mut rules {
+                rule.verbs
+                    .retain(|verb| !config.without_verbs.contains(verb));
+            }
+            rules
+        };
+        let copies = config
+            .copies
+            .iter()
+            .map(|copy| {
+                let mut rules = without_verbs(role.rules.clone());
+                for rule in &mut rules {
+                    if !rule.resource_names.is_empty() {
+                        rule.resource_names = vec![copy.service.clone()];
+                    }
+                }
+                let user = format!("system:serviceaccount:{namespace}:{}", copy.service_account);
+                (user, rules)
+            })
+            .collect();
         let mut rules = role.rules;
         rules.extend(config.extra_rules.iter().cloned());
-        for rule in &mut rules {
-            rule.verbs
-                .retain(|verb| !config.without_verbs.contains(verb));
-        }
         Ok(Authorizer {
             namespace,
-            rules,
+            rules: without_verbs(rules),
             users,
             groups,
+            copies,
         })
     }
 
@@ -220,11 +255,17 @@ impl Authorizer {
         if identity.groups.iter().any(|g| g == SUPERUSER_GROUP) {
             return true;
         }
+        if request.namespace != self.namespace {
+            return false;
+        }
         let bound = self.users.contains(&identity.user)
             || identity.groups.iter().any(|g| self.groups.contains(g));
-        bound
-            && request.namespace == self.namespace
-            && self.rules.iter().any(|rule| rule.matches(request))
+        let copy_rules = self
+            .copies
+            .get(&identity.user)
+            .map_or(&[][..], Vec::as_slice);
+        (bound && self.rules.iter().any(|rule| rule.matches(request)))
+            || copy_rules.iter().any(|rule| rule.matches(request))
     }
 }
 
@@ -245,4 +286,52 @@ pub(crate) fn forbidden_message(identity: &Identity, request: &RequestAttributes
         "{target} is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"{}\" {scope}",
         identity.user, request.verb, request.resource, request.api_group
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(verb: &'a str, name: &'a str) -> RequestAttributes<'a> {
+        RequestAttributes {
+            verb,
+            api_group: "",
+            resource: "services",
+            namespace: "flink",
+            name: Some(name),
+        }
+    }
+
+    #[test]
+    fn each_copy_grants_its_own_service_account_its_own_service_only() {
+        let config = RbacConfig {
+            without_verbs: vec!["list".to_owned()],
+            copies: (0..3)
+                .map(|i| RoleCopy {
+                    service: format!("flink-jobmanager-{i}"),
+                    service_account: format!("port-sync-{i}"),
+                })
+                .collect(),
+            ..RbacConfig::default()
+        };
+        let authorizer = Authorizer::load(&config).expect("the shipped manifests load");
+        let copy = Identity::service_account("flink", "port-sync-1");
+        assert!(authorizer.allows(&copy, &request("patch", "flink-jobmanager-1")));
+        assert!(authorizer.allows(&copy, &request("watch", "flink-jobmanager-1")));
+        assert!(!authorizer.allows(&copy, &request("list", "flink-jobmanager-1")));
+        assert!(!authorizer.allows(&copy, &request("delete", "flink-jobmanager-1")));
+        assert!(!authorizer.allows(&copy, &request("patch", "flink-jobmanager-2")));
+        assert!(!authorizer.allows(&copy, &request("patch", "flink-jobmanager")));
+        let elsewhere = RequestAttributes {
+            namespace: "other",
+            ..request("patch", "flink-jobmanager-1")
+        };
+        assert!(!authorizer.allows(&copy, &elsewhere));
+        // The first Role is unchanged and grants nothing of the copies'.
+        let first = Identity::service_account("flink", "port-sync");
+        assert!(authorizer.allows(&first, &request("patch", "flink-jobmanager")));
+        assert!(!authorizer.allows(&first, &request("patch", "flink-jobmanager-1")));
+        let stranger = Identity::service_account("flink", "port-sync-9");
+        assert!(!authorizer.allows(&stranger, &request("get", "flink-jobmanager-1")));
+    }
 }
