@@ -4,9 +4,8 @@
 //! restart. Prints one table row per version; fails if any version fails.
 
 use crate::install;
-use crate::run::{Result, cargo, step, workspace_root};
+use crate::run::{Result, build_debug_binary};
 use crate::stats::millis;
-use std::path::PathBuf;
 use std::time::Duration;
 use testbed::matrix::{self, VersionReport};
 use testbed::process::stop_children_on_signal;
@@ -26,7 +25,7 @@ pub fn run(versions: Option<Vec<String>>) -> Result {
         testbed::flink::Flink::install(version)
             .map_err(|error| format!("installing Flink {version}: {error}"))?;
     }
-    let port_sync = build_port_sync()?;
+    let port_sync = build_debug_binary("port-sync")?;
 
     let mut rows = Vec::new();
     for version in &versions {
@@ -105,23 +104,4 @@ fn format_row(version: &str, cells: &[String; 6]) -> String {
         "{version:<7} {:>15}  {:>19}  {:>7}  {:>11}  {:>15}  {:>26}",
         cells[0], cells[1], cells[2], cells[3], cells[4], cells[5]
     )
-}
-
-/// The debug port-sync binary, (re)built first so that a stale one is never what is tested
-/// (the debug build is incremental; a release build would take minutes on 2 cores).
-fn build_port_sync() -> Result<PathBuf> {
-    let mut build = cargo();
-    build.args(["build", "-p", "port-sync"]);
-    step("build port-sync", build)?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|dir| {
-            if dir.is_absolute() {
-                dir
-            } else {
-                workspace_root().join(dir)
-            }
-        })
-        .unwrap_or_else(|| workspace_root().join("target"));
-    Ok(target.join("debug/port-sync"))
 }

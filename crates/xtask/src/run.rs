@@ -51,6 +51,15 @@ pub fn target_dir() -> PathBuf {
     )
 }
 
+/// A workspace binary's debug build, (re)built first so that a stale one is never what is
+/// tested (the debug build is incremental; a release build would take minutes on 2 cores).
+pub fn build_debug_binary(package: &str) -> Result<PathBuf> {
+    let mut build = cargo();
+    build.args(["build", "-p", package]);
+    step(&format!("build {package}"), build)?;
+    Ok(target_dir().join("debug").join(package))
+}
+
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }

@@ -5,8 +5,7 @@
 //! and prints one table row per version; fails if any version fails.
 
 use crate::install;
-use crate::run::{Result, cargo, step, workspace_root};
-use std::path::PathBuf;
+use crate::run::{Result, build_debug_binary, workspace_root};
 use testbed::process::stop_children_on_signal;
 use testbed::zookeeper_versions::{self, CaptureReport, SOURCES, Source};
 use zk_wait::four_letter::{Reply, Word, parse_reply};
@@ -44,7 +43,7 @@ pub fn run(versions: Option<Vec<String>>) -> Result {
             .install()
             .map_err(|error| format!("installing ZooKeeper {}: {error}", source.zookeeper))?;
     }
-    let zk_wait = build_zk_wait()?;
+    let zk_wait = build_debug_binary("zk-wait")?;
     let fixtures = workspace_root().join("tests").join("fixtures");
 
     let mut rows = Vec::new();
@@ -196,22 +195,4 @@ fn cells(report: &CaptureReport) -> Vec<String> {
         format!("{lone_code}: {lone_state}"),
         format!("{two_code}: {two_state}"),
     ]
-}
-
-/// The debug zk-wait binary, (re)built first so that a stale one is never what is tested.
-fn build_zk_wait() -> Result<PathBuf> {
-    let mut build = cargo();
-    build.args(["build", "-p", "zk-wait"]);
-    step("build zk-wait", build)?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|dir| {
-            if dir.is_absolute() {
-                dir
-            } else {
-                workspace_root().join(dir)
-            }
-        })
-        .unwrap_or_else(|| workspace_root().join("target"));
-    Ok(target.join("debug/zk-wait"))
 }
