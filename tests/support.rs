@@ -52,6 +52,14 @@ impl Finished {
             self.code, self.stdout, self.stderr
         )
     }
+
+    /// zk-wait's summary row for `server` (its table on stdout); fails the test when missing.
+    pub fn row(&self, server: &str) -> &str {
+        self.stdout
+            .lines()
+            .find(|line| line.starts_with(server))
+            .unwrap_or_else(|| panic!("no row for {server}:\n{}", self.said()))
+    }
 }
 
 /// Runs `command` to its end; a run longer than `limit` fails the test with its output.

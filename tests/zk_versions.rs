@@ -21,14 +21,6 @@ fn once(connect: &str) -> Finished {
     run("zk-wait", zk_wait, LIMIT)
 }
 
-fn row<'a>(finished: &'a Finished, server: &str) -> &'a str {
-    finished
-        .stdout
-        .lines()
-        .find(|line| line.starts_with(server))
-        .unwrap_or_else(|| panic!("no row for {server}:\n{}", finished.said()))
-}
-
 fn check(version: &str) {
     let source = source(version).unwrap_or_else(|| panic!("no ZooKeeper {version} known"));
     let server = source
@@ -47,14 +39,14 @@ fn check(version: &str) {
     let connect = standalone.connect_string();
     let ready = once(&connect);
     assert_eq!(ready.code, Some(0), "{version}: {}", ready.said());
-    assert!(row(&ready, &connect).contains("ready (standalone)"));
+    assert!(ready.row(&connect).contains("ready (standalone)"));
     let ruok = if source.line() == "3.4" {
         "imok"
     } else {
         "not whitelisted"
     };
     assert!(
-        row(&ready, &connect).ends_with(ruok),
+        ready.row(&connect).ends_with(ruok),
         "{version}: {}",
         ready.said()
     );
@@ -74,7 +66,7 @@ fn check(version: &str) {
     let alone = once(&connect);
     assert_eq!(alone.code, Some(1), "{version}: {}", alone.said());
     assert!(
-        row(&alone, &first).contains("not serving") && row(&alone, &first).ends_with("imok"),
+        alone.row(&first).contains("not serving") && alone.row(&first).ends_with("imok"),
         "{version}: {}",
         alone.said()
     );

@@ -26,14 +26,6 @@ fn once(connect: &str, extra: &[&str]) -> Finished {
     run("zk-wait", zk_wait(&args), LIMIT)
 }
 
-fn row<'a>(finished: &'a Finished, server: &str) -> &'a str {
-    finished
-        .stdout
-        .lines()
-        .find(|line| line.starts_with(server))
-        .unwrap_or_else(|| panic!("no row for {server}:\n{}", finished.said()))
-}
-
 #[test]
 fn started_before_any_server_it_releases_soon_after_a_majority_serves() {
     let mut ensemble = Ensemble::new(EnsembleConfig::ensemble(3).whitelist("srvr,ruok")).unwrap();
@@ -103,11 +95,11 @@ fn a_lone_member_says_imok_but_is_not_ready_until_a_second_joins() {
     let alone = once(&connect, &[]);
     assert_eq!(alone.code, Some(1), "{}", alone.said());
     assert!(
-        row(&alone, &first).contains("not serving"),
+        alone.row(&first).contains("not serving"),
         "{}",
         alone.said()
     );
-    assert!(row(&alone, &first).ends_with("imok"), "{}", alone.said());
+    assert!(alone.row(&first).ends_with("imok"), "{}", alone.said());
     assert!(
         alone
             .stdout
@@ -121,8 +113,8 @@ fn a_lone_member_says_imok_but_is_not_ready_until_a_second_joins() {
     let joined = once(&connect, &[]);
     assert_eq!(joined.code, Some(0), "{}", joined.said());
     assert!(
-        row(&joined, &first).contains("ready (leader)")
-            || row(&joined, &first).contains("ready (follower)")
+        joined.row(&first).contains("ready (leader)")
+            || joined.row(&first).contains("ready (follower)")
     );
     assert_eq!(once(&connect, &["--require", "any"]).code, Some(0));
     let all = once(&connect, &["--require", "all"]);
@@ -139,8 +131,8 @@ fn default_whitelist_works_and_notes_ruok_once() {
     let connect = server.connect_string();
     let finished = once(&connect, &[]);
     assert_eq!(finished.code, Some(0), "{}", finished.said());
-    assert!(row(&finished, &connect).contains("ready (standalone)"));
-    assert!(row(&finished, &connect).ends_with("not whitelisted"));
+    assert!(finished.row(&connect).contains("ready (standalone)"));
+    assert!(finished.row(&connect).ends_with("not whitelisted"));
     assert_eq!(
         finished.stderr.matches("does not allow ruok").count(),
         1,
@@ -159,7 +151,7 @@ fn a_host_name_is_resolved_and_ready_through_an_address_that_serves() {
     let by_name = format!("localhost:{}", server.client_address(0).port());
     let finished = once(&by_name, &[]);
     assert_eq!(finished.code, Some(0), "{}", finished.said());
-    let line = row(&finished, &by_name);
+    let line = finished.row(&by_name);
     assert!(
         line.contains("127.0.0.1:") && line.contains("ready (standalone)"),
         "{line}"
@@ -171,7 +163,7 @@ fn all_words_allowed_shows_imok_beside_the_mode() {
     let server = Ensemble::start_standalone(EnsembleConfig::standalone().whitelist("*")).unwrap();
     let finished = once(&server.connect_string(), &[]);
     assert_eq!(finished.code, Some(0), "{}", finished.said());
-    let line = row(&finished, &server.connect_string());
+    let line = finished.row(&server.connect_string());
     assert!(
         line.contains("ready (standalone)") && line.ends_with("imok"),
         "{line}"
@@ -192,7 +184,7 @@ fn a_real_server_whitelisting_only_ruok_still_answers_srvr() {
     assert!(server.ask(0, "srvr").unwrap().contains("Mode: standalone"));
     let finished = once(&server.connect_string(), &[]);
     assert_eq!(finished.code, Some(0), "{}", finished.said());
-    let line = row(&finished, &server.connect_string());
+    let line = finished.row(&server.connect_string());
     assert!(
         line.contains("ready (standalone)") && line.ends_with("imok"),
         "{line}"
@@ -219,7 +211,11 @@ fn srvr_refused_but_ruok_allowed_falls_back_to_imok_with_a_warning() {
     let peer = refusing_peer(true);
     let finished = once(&peer.address().to_string(), &[]);
     assert_eq!(finished.code, Some(0), "{}", finished.said());
-    assert!(row(&finished, &peer.address().to_string()).contains("ready by imok only"));
+    assert!(
+        finished
+            .row(&peer.address().to_string())
+            .contains("ready by imok only")
+    );
     assert!(finished.stderr.contains("WARN"), "{}", finished.said());
     assert!(finished.stderr.contains("does not allow srvr"));
     assert!(
@@ -357,7 +353,7 @@ fn bad_peers_give_their_documented_state_and_nothing_hangs() {
         );
         assert_eq!(finished.code, Some(1), "{server}: {}", finished.said());
         assert!(
-            row(&finished, server).contains(state),
+            finished.row(server).contains(state),
             "{server} should be {state:?}: {}",
             finished.said()
         );
@@ -471,7 +467,7 @@ fn every_whitelist_setting_with_the_admin_server_on_and_off() {
             let finished = once(&server.connect_string(), &[]);
             let case = format!("whitelist {whitelist:?}, admin server {admin_server}");
             assert_eq!(finished.code, Some(0), "{case}: {}", finished.said());
-            let line = row(&finished, &server.connect_string());
+            let line = finished.row(&server.connect_string());
             assert!(
                 line.contains("ready (standalone)") && line.ends_with(ruok_column),
                 "{case}: {line}"
