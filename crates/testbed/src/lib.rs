@@ -17,4 +17,5 @@ pub mod ports;
 pub mod process;
 pub mod scenario;
 pub mod service_bed;
+pub mod soak;
 pub mod zookeeper;

@@ -34,7 +34,7 @@ pub fn run() -> Result {
 
 /// Where cargo puts the binaries: `CARGO_TARGET_DIR` when set (cargo passes it on to xtask),
 /// else the workspace's `target/`.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || workspace_root().join("target"),
         |dir| {

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the whole suite, as CI runs it. Installs what the tests need, checks
 //! formatting and lints, builds the binaries the end-to-end tests drive, then runs every test
-//! (unit, real-server integration, doc tests).
+//! (unit, real-server integration, doc tests), and last a 5-minute fault soak of port-sync.
 
 use crate::install;
 use crate::run::{Result, cargo, step};
@@ -47,8 +47,14 @@ pub fn run() -> Result {
     doc.args(["test", "--workspace", "--doc"]);
     step("run the doc tests", doc)?;
 
-    // Last, so that its summary line closes the output.
     let mut nextest = cargo();
     nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
-    step("run the tests", nextest)
+    step("run the tests", nextest)?;
+
+    // Last, so that its table of figures closes the output: 5 minutes of faults and
+    // JobManager restarts against port-sync, with the fixed seed.
+    crate::soak::run(CI_SOAK_MINUTES, testbed::soak::DEFAULT_SEED, None)
 }
+
+/// How long CI's fault soak plays its schedule (`cargo xtask soak` defaults to 10).
+const CI_SOAK_MINUTES: u64 = 5;
