@@ -57,6 +57,9 @@ enum Task {
         /// Also write the figures as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// Soak this port-sync binary instead of building the release one.
+        #[arg(long)]
+        port_sync: Option<std::path::PathBuf>,
     },
     /// Run each cargo-fuzz target (crates/fuzz) for a bounded time; fail on any crash.
     Fuzz {
@@ -97,7 +100,8 @@ fn main() -> ExitCode {
             minutes,
             seed,
             json,
-        } => soak::run(minutes, seed, json.as_deref()),
+            port_sync,
+        } => soak::run(minutes, seed, json.as_deref(), port_sync.as_deref()),
         Task::Bench {
             target: BenchTarget::ZkWait { runs },
         } => bench_zk_wait::run(runs),

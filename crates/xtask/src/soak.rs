@@ -10,20 +10,30 @@ use std::time::Duration;
 use testbed::process::stop_children_on_signal;
 use testbed::soak::{self, SoakConfig};
 
-pub fn run(minutes: u64, seed: u64, json: Option<&Path>) -> Result {
+/// `binary`: soak this port-sync instead of building the release one.
+pub fn run(minutes: u64, seed: u64, json: Option<&Path>, binary: Option<&Path>) -> Result {
     stop_children_on_signal();
     install::debian_packages(&[install::ZOOKEEPER])?;
     install::flink()?;
-    let mut build = cargo();
-    build.args(["build", "--release", "-p", "port-sync"]);
-    step("build port-sync (release)", build)?;
-    let binary = crate::demo::target_dir().join("release/port-sync");
+    let binary = match binary {
+        Some(binary) => binary.to_path_buf(),
+        None => {
+            let mut build = cargo();
+            build.args(["build", "--release", "-p", "port-sync"]);
+            step("build port-sync (release)", build)?;
+            crate::demo::target_dir().join("release/port-sync")
+        }
+    };
 
     eprintln!(
         "==> soak: {minutes} min, seed {seed} (replay with `cargo xtask soak --minutes {minutes} --seed {seed}`)"
     );
     let config = SoakConfig::new(Duration::from_secs(minutes * 60), seed, binary);
     let report = soak::run(&config)?;
+    eprintln!("\nsoak: the times the Service was wrong:");
+    for line in report.interval_lines() {
+        eprintln!("  {line}");
+    }
     println!(
         "\nport-sync fault soak (real Flink {}, ZooKeeper HA, API stand-in)\n",
         config.flink_version

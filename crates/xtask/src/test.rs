@@ -53,7 +53,7 @@ pub fn run() -> Result {
 
     // Last, so that its table of figures closes the output: 5 minutes of faults and
     // JobManager restarts against port-sync, with the fixed seed.
-    crate::soak::run(CI_SOAK_MINUTES, testbed::soak::DEFAULT_SEED, None)
+    crate::soak::run(CI_SOAK_MINUTES, testbed::soak::DEFAULT_SEED, None, None)
 }
 
 /// How long CI's fault soak plays its schedule (`cargo xtask soak` defaults to 10).

@@ -47,6 +47,9 @@ pub const FD_SLACK: usize = 2;
 pub const RSS_SLACK_KIB: u64 = 2048;
 /// Sampling period of the monitor: repair times are good to about this.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+/// For `BURST` after an edit or a JobManager answer the monitor samples every `BURST_EVERY`.
+pub const BURST: Duration = Duration::from_millis(500);
+pub const BURST_EVERY: Duration = Duration::from_millis(2);
 /// How often the JobManager's REST is asked while it is away (a refused connection is cheap).
 const AWAY_POLL: Duration = Duration::from_millis(10);
 /// After the schedule, with every fault cleared, the Service must stay right this long.
@@ -129,6 +132,8 @@ struct MonitorFigures {
 #[derive(Debug)]
 pub struct SoakReport {
     pub seed: u64,
+    /// When the schedule started: interval times are shown from here.
+    pub started: Instant,
     pub length: Duration,
     pub elapsed: Duration,
     pub binary: PathBuf,
@@ -140,7 +145,7 @@ pub struct SoakReport {
     pub restart_answered_after: Vec<Duration>,
     pub jobmanager_on_its_own: usize,
     pub intervals: Vec<WrongInterval>,
-    pub right_at_first_sight: usize,
+    pub unseen: usize,
     pub down_windows: Vec<(Instant, Instant)>,
     pub lost_intervals: usize,
     pub final_right: bool,
@@ -293,6 +298,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport, String> {
     let jobmanager_error = shared.lock().jobmanager_error.clone();
     Ok(SoakReport {
         seed: config.seed,
+        started,
         length: config.length,
         elapsed: started.elapsed(),
         binary: config.port_sync.clone(),
@@ -310,7 +316,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport, String> {
         restart_answered_after: jobmanager_figures.answered_after,
         jobmanager_on_its_own: jobmanager_figures.on_its_own,
         intervals: tracker.intervals,
-        right_at_first_sight: tracker.right_at_first_sight,
+        unseen: tracker.unseen,
         down_windows,
         lost_intervals,
         final_right: final_state.right,
@@ -490,7 +496,10 @@ fn edit_service(bed: &ServiceBed, shared: &Shared, edit: &Edit) -> Result<(), St
     // Held across the edit: the monitor reads the Service and the edit's time under the same
     // lock, so it never sees the edit without its time (or the time before the edit lands).
     let mut state = shared.lock();
-    state.last_edit = Some(Instant::now());
+    // While the JobManager is away nothing is judged; its answer will be the later cause.
+    if state.desired.is_some() {
+        state.last_edit = Some(Instant::now());
+    }
     let edited = bed
         .api
         .edit_service(NAMESPACE, SERVICE, |service| {
@@ -778,6 +787,14 @@ fn monitor_loop(bed: &ServiceBed, shared: &Shared, pid: u32) -> (Tracker, Monito
         };
         tracker.sample(now, desired, &service, last_edit);
         figures.samples += 1;
+        // Just after an edit or a JobManager answer, sample fast: most repairs take
+        // milliseconds.
+        let latest_cause = last_edit.max(desired.map(|d| d.since));
+        let pause = if latest_cause.is_some_and(|at| now.saturating_duration_since(at) < BURST) {
+            BURST_EVERY
+        } else {
+            SAMPLE_EVERY
+        };
         if let Some(previous) = previous {
             figures.longest_gap = figures.longest_gap.max(now - previous);
         }
@@ -788,7 +805,7 @@ fn monitor_loop(bed: &ServiceBed, shared: &Shared, pid: u32) -> (Tracker, Monito
             }
             next_usage = now + Duration::from_secs(1);
         }
-        sleep(SAMPLE_EVERY);
+        sleep(pause);
     }
     tracker.finish(Instant::now());
     (tracker, figures)
@@ -864,6 +881,22 @@ fn percentile(sorted: &[Duration], percent: usize) -> Duration {
     }
     let rank = (percent * sorted.len()).div_ceil(100).max(1);
     sorted[rank - 1]
+}
+
+fn cause_name(cause: Cause) -> &'static str {
+    match cause {
+        Cause::JobManagerAnswered => "JobManager answered",
+        Cause::OutsideEdit => "outside edit",
+        Cause::Unexplained => "UNEXPLAINED",
+    }
+}
+
+fn ending_name(ending: Ending) -> &'static str {
+    match ending {
+        Ending::Repaired => "repaired",
+        Ending::CutByRestart => "cut short by a restart",
+        Ending::StillOpen => "NEVER REPAIRED",
+    }
 }
 
 fn ms(duration: Duration) -> String {
@@ -1008,14 +1041,14 @@ impl SoakReport {
             "times the Service was wrong",
             format!(
                 "{} ({} after a JobManager answer, {} after an outside edit, {} unexplained); {} \
-                 cut short by a restart; {} repaired before the first sample after the \
-                 JobManager's answer (counted with that sample's time, an upper bound)",
+                 cut short by a restart; {} repaired between two samples (counted with the \
+                 second sample's time, an upper bound)",
                 self.intervals.len(),
                 self.count(Cause::JobManagerAnswered),
                 self.count(Cause::OutsideEdit),
                 self.count(Cause::Unexplained),
                 self.cut(),
-                self.right_at_first_sight
+                self.unseen
             ),
         );
         let total: Duration = self.intervals.iter().map(WrongInterval::duration).sum();
@@ -1092,9 +1125,12 @@ impl SoakReport {
         row(
             "monitor",
             format!(
-                "{} samples, every {} ms, longest gap {}",
+                "{} samples, every {} ms ({} ms for {} ms after each edit or JobManager \
+                 answer), longest gap {}",
                 self.samples,
                 SAMPLE_EVERY.as_millis(),
+                BURST_EVERY.as_millis(),
+                BURST.as_millis(),
                 ms(self.longest_sample_gap)
             ),
         );
@@ -1112,6 +1148,31 @@ impl SoakReport {
             ),
         );
         out
+    }
+
+    /// One line per wrong interval: when (from the schedule's start), why, how long, how it
+    /// ended.
+    pub fn interval_lines(&self) -> Vec<String> {
+        self.intervals
+            .iter()
+            .map(|interval| {
+                format!(
+                    "[{:6.1}s] {:<22} {:>6} {}{}",
+                    interval
+                        .started
+                        .saturating_duration_since(self.started)
+                        .as_secs_f64(),
+                    cause_name(interval.cause),
+                    ms(interval.duration()),
+                    ending_name(interval.ending),
+                    if interval.unseen {
+                        " (between two samples: an upper bound)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect()
     }
 
     pub fn to_json(&self) -> Value {
@@ -1132,7 +1193,7 @@ impl SoakReport {
             "wrong_after_outside_edit": self.count(Cause::OutsideEdit),
             "wrong_unexplained": self.count(Cause::Unexplained),
             "wrong_cut_by_restart": self.cut(),
-            "wrong_unseen_repaired_before_first_sample": self.right_at_first_sight,
+            "wrong_repaired_between_two_samples": self.unseen,
             "repair_ms": {
                 "count": all.len(),
                 "median": millis(percentile(&all, 50)),
@@ -1149,6 +1210,13 @@ impl SoakReport {
             "unauthorized": self.unauthorized,
             "port_sync_metrics": self.port_sync_metrics.iter().cloned().collect::<BTreeMap<_, _>>(),
             "failures": self.failures(),
+            "intervals": self.intervals.iter().map(|interval| json!({
+                "at_secs": interval.started.saturating_duration_since(self.started).as_secs_f64(),
+                "cause": cause_name(interval.cause),
+                "ms": millis(interval.duration()),
+                "ending": ending_name(interval.ending),
+                "between_two_samples": interval.unseen,
+            })).collect::<Vec<_>>(),
         })
     }
 }

@@ -70,17 +70,19 @@ pub struct Tracker {
     open: Option<(Cause, Instant)>,
     /// The last sample that found the Service right, while the JobManager answered.
     last_right: Option<Instant>,
+    /// The last sample taken while the JobManager answered.
+    last_sample: Option<Instant>,
     pub intervals: Vec<WrongInterval>,
-    /// JobManager answers after which the Service was already right at the first sample.
-    pub right_at_first_sight: usize,
-    judging: bool,
+    /// Wrong moments no sample saw: repaired between two samples.
+    pub unseen: usize,
     /// The ports of the last JobManager that answered.
     previous_ports: Option<(u16, u16)>,
 }
 
 impl Tracker {
     /// One sample at `now`: the JobManager's ports (None while it does not answer), the
-    /// Service's ports, and when the last outside edit landed.
+    /// Service's ports, and when the last outside edit landed (edits are recorded only while
+    /// the JobManager answers, and always leave a port wrong).
     pub fn sample(
         &mut self,
         now: Instant,
@@ -91,24 +93,36 @@ impl Tracker {
         let Some(desired) = desired else {
             self.close(now, Ending::CutByRestart);
             self.last_right = None;
-            self.judging = false;
+            self.last_sample = None;
             return;
         };
-        let first_sight = !self.judging;
-        self.judging = true;
+        let previous_sample = self.last_sample.replace(now);
         let ports = (desired.rpc, desired.blob);
-        let new_ports = first_sight && self.previous_ports.is_some_and(|seen| seen != ports);
+        let new_ports =
+            previous_sample.is_none() && self.previous_ports.is_some_and(|seen| seen != ports);
         self.previous_ports = Some(ports);
+        let edit = last_edit.filter(|&at| at <= now);
         if desired.matches(service) {
-            if new_ports {
-                self.right_at_first_sight += 1;
-                self.intervals.push(WrongInterval {
-                    cause: Cause::JobManagerAnswered,
-                    started: desired.since.min(now),
-                    ended: now,
-                    ending: Ending::Repaired,
-                    unseen: true,
-                });
+            if self.open.is_none() {
+                // Wrong and repaired again between two samples: count it, with this sample's
+                // time as an upper bound of the repair.
+                let unseen_cause = if new_ports {
+                    Some((Cause::JobManagerAnswered, desired.since.min(now)))
+                } else {
+                    edit.zip(previous_sample)
+                        .filter(|(edit, previous)| edit > previous)
+                        .map(|(edit, _)| (Cause::OutsideEdit, edit))
+                };
+                if let Some((cause, started)) = unseen_cause {
+                    self.unseen += 1;
+                    self.intervals.push(WrongInterval {
+                        cause,
+                        started,
+                        ended: now,
+                        ending: Ending::Repaired,
+                        unseen: true,
+                    });
+                }
             }
             self.close(now, Ending::Repaired);
             self.last_right = Some(now);
@@ -117,7 +131,6 @@ impl Tracker {
         if self.open.is_some() {
             return;
         }
-        let edit = last_edit.filter(|&at| at <= now);
         let (cause, started) = match (self.last_right, edit) {
             // Right before: only an edit since then explains the change.
             (Some(right), Some(edit)) if edit >= right => (Cause::OutsideEdit, edit),
@@ -192,7 +205,7 @@ mod tests {
             }]
         );
         // The first sight of the first JobManager is no change of ports.
-        assert_eq!(tracker.right_at_first_sight, 0);
+        assert_eq!(tracker.unseen, 0);
         // Restarted again, and port-sync was faster than the first sample.
         tracker.sample(t0 + 200 * MS, None, &ports(3, 4), None);
         let newer = Desired {
@@ -201,7 +214,7 @@ mod tests {
             since: t0 + 300 * MS,
         };
         tracker.sample(t0 + 310 * MS, Some(newer), &ports(5, 6), None);
-        assert_eq!(tracker.right_at_first_sight, 1);
+        assert_eq!(tracker.unseen, 1);
         assert_eq!(tracker.intervals[1].duration(), 10 * MS);
         assert!(tracker.intervals[1].unseen);
     }
@@ -234,6 +247,26 @@ mod tests {
                 (Cause::Unexplained, 40 * MS, Ending::CutByRestart),
             ]
         );
+    }
+
+    #[test]
+    fn an_edit_repaired_between_two_samples_counts_with_an_upper_bound() {
+        let t0 = Instant::now();
+        let mut tracker = Tracker::default();
+        let desired = Some(Desired {
+            rpc: 1,
+            blob: 2,
+            since: t0,
+        });
+        tracker.sample(t0 + 10 * MS, desired, &ports(1, 2), None);
+        tracker.sample(t0 + 30 * MS, desired, &ports(1, 2), Some(t0 + 25 * MS));
+        // The same edit, seen again by the next sample, is not counted twice.
+        tracker.sample(t0 + 50 * MS, desired, &ports(1, 2), Some(t0 + 25 * MS));
+        assert_eq!(tracker.unseen, 1);
+        assert_eq!(tracker.intervals.len(), 1);
+        assert_eq!(tracker.intervals[0].cause, Cause::OutsideEdit);
+        assert_eq!(tracker.intervals[0].duration(), 5 * MS);
+        assert!(tracker.intervals[0].unseen);
     }
 
     #[test]
