@@ -19,5 +19,6 @@ pub mod ports;
 pub mod process;
 pub mod scenario;
 pub mod service_bed;
+pub mod soak;
 pub mod zookeeper;
 pub mod zookeeper_versions;

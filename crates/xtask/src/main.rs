@@ -10,6 +10,7 @@ mod install;
 mod load;
 mod matrix;
 mod run;
+mod soak;
 mod stats;
 mod supply_chain;
 mod test;
@@ -69,6 +70,23 @@ enum Task {
         #[arg(long)]
         binary: Option<std::path::PathBuf>,
     },
+    /// port-sync against a real JobManager and the API stand-in while a seeded schedule injects
+    /// every fault the stand-in knows and restarts the JobManager; prints the figures, fails on
+    /// a lost update, a wrong write, a 401, RSS or descriptor growth, or port-sync exiting.
+    Soak {
+        /// Length of the fault schedule, in minutes (the final checks add about half a minute).
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Seed of the schedule: the same seed plays the same faults at the same times.
+        #[arg(long, default_value_t = testbed::soak::DEFAULT_SEED)]
+        seed: u64,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Soak this port-sync binary instead of building the release one.
+        #[arg(long)]
+        port_sync: Option<std::path::PathBuf>,
+    },
     /// Run each cargo-fuzz target (crates/fuzz) for a bounded time; fail on any crash.
     Fuzz {
         /// Seconds per target.
@@ -111,6 +129,12 @@ fn main() -> ExitCode {
             json,
             binary,
         } => load::run(instances, minutes, json, binary),
+        Task::Soak {
+            minutes,
+            seed,
+            json,
+            port_sync,
+        } => soak::run(minutes, seed, json.as_deref(), port_sync.as_deref()),
         Task::Bench {
             target: BenchTarget::ZkWait { runs },
         } => bench_zk_wait::run(runs),

@@ -1,9 +1,11 @@
 //! `cargo xtask test`: the whole suite, as CI runs it. Installs what the tests need, checks
 //! formatting and lints, builds the binaries the end-to-end tests drive, then runs every test
-//! (unit, real-server integration, doc tests).
+//! (unit, real-server integration, doc tests), and last a 5-minute fault soak of port-sync.
 
 use crate::install;
-use crate::run::{Result, cargo, step, target_dir};
+use crate::run::{Result, cargo, step};
+use std::time::Duration;
+use testbed::process::Echo;
 
 /// Seconds per fuzz target in the suite: enough to replay the corpus and find shallow crashes.
 const CI_FUZZ_SECONDS: u64 = 20;
@@ -68,14 +70,31 @@ pub fn run() -> Result {
     nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     step("run the tests", nextest)?;
 
-    // The load path (`cargo xtask load`), short: 50 port-sync processes for one minute, with
-    // the debug build made above (a release build would add minutes); fails if any does not
-    // sync or exits. The README's figures come from the default run of the release build.
+    // Load and soak run the very port-sync the image ships: the static release build made for
+    // the image above (this call only finds it), so no second release build.
+    let shipped = testbed::image::build_static_binaries(Echo::Quiet, Duration::from_secs(120))
+        .map_err(|error| error.to_string())?;
+    let port_sync = shipped
+        .binaries
+        .iter()
+        .find(|(name, _, _)| name == "port-sync")
+        .map(|(_, path, _)| path.clone())
+        .ok_or("the image's binaries lack port-sync")?;
+
+    // The load path (`cargo xtask load`), short: 50 port-sync processes for one minute; fails
+    // if any does not sync or exits. The README's figures come from the default run.
     eprintln!("==> load: 50 port-sync processes, 1 minute of steady state");
-    crate::load::measure(
-        &target_dir().join("debug/port-sync"),
-        50,
-        std::time::Duration::from_secs(60),
+    crate::load::measure(&port_sync, 50, Duration::from_secs(60), None)?;
+
+    // Last, so that its table of figures closes the output: 5 minutes of faults and JobManager
+    // restarts against port-sync, with the fixed seed.
+    crate::soak::run(
+        CI_SOAK_MINUTES,
+        testbed::soak::DEFAULT_SEED,
         None,
+        Some(&port_sync),
     )
 }
+
+/// How long CI's fault soak plays its schedule (`cargo xtask soak` defaults to 10).
+const CI_SOAK_MINUTES: u64 = 5;
