@@ -65,7 +65,9 @@ pub fn is_stale(seen: Option<&str>, incoming: Option<&str>) -> bool {
     }
 }
 
-/// Backoff between retries of a failing step: exponential with jitter, capped, and never
+/// Backoff between retries of a failing step: exponential from `RETRY_MIN`, capped at
+/// `RETRY_MAX`, with "equal jitter" (a random delay between half the step and the whole of it,
+/// so instances that failed together spread out, yet no pause ever exceeds the cap), and never
 /// shorter than what the server asked for (429's Retry-After). Reset by a success.
 pub struct Retry {
     backoff: ExponentialBackoff,
@@ -84,19 +86,32 @@ impl Retry {
         ExponentialBuilder::default()
             .with_min_delay(RETRY_MIN)
             .with_max_delay(RETRY_MAX)
-            .with_jitter()
             .without_max_times()
             .build()
     }
 
     pub fn next_delay(&mut self, server_asked: Option<Duration>) -> Duration {
-        let backoff = self.backoff.next().unwrap_or(RETRY_MAX);
-        server_asked.map_or(backoff, |asked| asked.max(backoff))
+        let step = self.backoff.next().unwrap_or(RETRY_MAX);
+        let jittered = step / 2 + step.mul_f64(fastrand::f64() / 2.0);
+        server_asked.map_or(jittered, |asked| asked.max(jittered))
     }
 
     pub fn reset(&mut self) {
         self.backoff = Self::fresh();
     }
+}
+
+/// When a pending retry should run once the API server has just answered us (a watch opened or
+/// sent an event): now, since waiting out a backoff that grew during an outage only prolongs a
+/// wrong Service, but never before a Retry-After the server gave (`held_until`).
+pub fn retry_when_api_answers(
+    retry_at: Option<Instant>,
+    held_until: Option<Instant>,
+    now: Instant,
+) -> Option<Instant> {
+    let retry_at = retry_at?;
+    let earliest = held_until.map_or(now, |held| held.max(now));
+    Some(retry_at.min(earliest))
 }
 
 /// Logs a problem at `warn` when it is new and at `debug` while it repeats, so a failure
@@ -216,6 +231,8 @@ struct Loop {
     dirty: bool,
     retry: Retry,
     retry_at: Option<Instant>,
+    /// The end of the last Retry-After the API server gave: no retry runs before it.
+    retry_held_until: Option<Instant>,
     jobmanager_problem: Quiet,
     service_problem: Quiet,
     /// The last patch printed in --dry-run, not to print it every second.
@@ -241,6 +258,7 @@ impl Loop {
             dirty: false,
             retry: Retry::default(),
             retry_at: None,
+            retry_held_until: None,
             jobmanager_problem: Quiet::default(),
             service_problem: Quiet::default(),
             printed_patch: None,
@@ -303,6 +321,9 @@ impl Loop {
     }
 
     fn hear(&mut self, news: WatchNews) {
+        if matches!(news, WatchNews::Live | WatchNews::Event(_)) {
+            self.api_answered();
+        }
         match news {
             WatchNews::Live => self.watch_live = true,
             WatchNews::Event(ServiceEvent::Changed(service))
@@ -475,9 +496,22 @@ impl Loop {
     }
 
     fn schedule_retry(&mut self, at_least: Option<Duration>) {
+        let now = Instant::now();
         let delay = self.retry.next_delay(at_least);
         debug!(?delay, "retrying");
-        self.retry_at = Some(Instant::now() + delay);
+        self.retry_at = Some(now + delay);
+        self.retry_held_until = at_least.map(|asked| now + asked);
+    }
+
+    /// The API server answered the watch: a retry pending since a failure runs now (or when
+    /// its Retry-After ends), and the backoff starts again from its shortest step.
+    fn api_answered(&mut self) {
+        if self.retry_at.is_none() {
+            return;
+        }
+        self.retry_at =
+            retry_when_api_answers(self.retry_at, self.retry_held_until, Instant::now());
+        self.retry.reset();
     }
 }
 
@@ -578,14 +612,58 @@ mod tests {
         let mut retry = Retry::default();
         let delays: Vec<Duration> = (0..20).map(|_| retry.next_delay(None)).collect();
         assert!(
-            delays[0] >= RETRY_MIN && delays[0] <= 2 * RETRY_MIN,
+            delays[0] >= RETRY_MIN / 2 && delays[0] <= RETRY_MIN,
             "{delays:?}"
         );
-        // Jitter adds up to one more delay on top of the capped one.
-        assert!(delays.iter().all(|d| *d <= 2 * RETRY_MAX), "{delays:?}");
-        assert!(delays[19] >= RETRY_MAX, "{delays:?}");
+        // Equal jitter: between half a step and a whole one, never past the cap.
+        assert!(delays.iter().all(|d| *d <= RETRY_MAX), "{delays:?}");
+        assert!(delays[19] >= RETRY_MAX / 2, "{delays:?}");
         retry.reset();
-        assert!(retry.next_delay(None) <= 2 * RETRY_MIN);
+        assert!(retry.next_delay(None) <= RETRY_MIN);
+    }
+
+    #[test]
+    fn jitter_spreads_the_capped_delay_over_its_upper_half() {
+        let mut retry = Retry::default();
+        let capped: Vec<Duration> = (0..200).map(|_| retry.next_delay(None)).skip(10).collect();
+        assert!(
+            capped
+                .iter()
+                .all(|d| *d >= RETRY_MAX / 2 && *d <= RETRY_MAX)
+        );
+        let distinct: std::collections::BTreeSet<_> = capped.iter().collect();
+        assert!(
+            distinct.len() > 100,
+            "jitter spreads: {} distinct",
+            distinct.len()
+        );
+    }
+
+    #[test]
+    fn an_answering_api_server_brings_a_pending_retry_forward_but_not_past_retry_after() {
+        let now = Instant::now();
+        let later = now + 4 * SECOND;
+        // A backoff grown during an outage: run now.
+        assert_eq!(retry_when_api_answers(Some(later), None, now), Some(now));
+        // A 429 asked for 2 s: not before then.
+        let held = now + 2 * SECOND;
+        assert_eq!(
+            retry_when_api_answers(Some(later), Some(held), now),
+            Some(held)
+        );
+        // A Retry-After already over: now.
+        let past = now.checked_sub(SECOND).unwrap_or(now);
+        assert_eq!(
+            retry_when_api_answers(Some(later), Some(past), now),
+            Some(now)
+        );
+        // Sooner than that already, or nothing pending: unchanged.
+        let soon = now + Duration::from_millis(10);
+        assert_eq!(
+            retry_when_api_answers(Some(soon), None, now + SECOND),
+            Some(soon)
+        );
+        assert_eq!(retry_when_api_answers(None, None, now), None);
     }
 
     #[test]
