@@ -339,12 +339,7 @@ fn port_sync_in_the_image_syncs_the_service_with_the_mounted_service_account() {
     let finished = run_in_image(&podman, &flags, &port_sync);
     assert_eq!(finished.code, Some(0), "{}", finished.said());
     assert!(bed.holds(41000, 42000), "{}", finished.said());
-    let patches: Vec<_> = bed
-        .api
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "PATCH")
-        .collect();
+    let patches = bed.patch_requests();
     assert_eq!(patches.len(), 1, "{patches:?}");
     assert_eq!(patches[0].identity.as_deref(), Some(USER), "{patches:?}");
 }

@@ -44,12 +44,7 @@ fn once_patches_exactly_the_mapped_ports_with_one_json_patch() {
     assert_eq!(finished.code, Some(0), "{}", finished.said());
     assert!(bed.holds(44215, 33533), "{}", finished.said());
     assert_eq!(bed.port("rest"), (8081, json!(8081)), "rest is not mapped");
-    let patches: Vec<_> = bed
-        .api
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "PATCH")
-        .collect();
+    let patches = bed.patch_requests();
     assert_eq!(patches.len(), 1, "{patches:?}");
     assert_eq!(
         patches[0].content_type.as_deref(),

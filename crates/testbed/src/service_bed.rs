@@ -3,7 +3,7 @@
 //! reaches it with port-sync's own service-account token, so every request goes through the
 //! RBAC rules of rbac/role.yaml.
 
-use crate::kube_api::{ApiServer, ApiServerConfig};
+use crate::kube_api::{ApiServer, ApiServerConfig, RequestRecord};
 use serde_json::{Value, json};
 use std::io;
 use std::path::PathBuf;
@@ -96,10 +96,15 @@ impl ServiceBed {
     }
 
     pub fn patches(&self) -> usize {
+        self.patch_requests().len()
+    }
+
+    /// Every PATCH the stand-in has logged, in order.
+    pub fn patch_requests(&self) -> Vec<RequestRecord> {
         self.api
             .requests()
-            .iter()
+            .into_iter()
             .filter(|r| r.method == "PATCH")
-            .count()
+            .collect()
     }
 }

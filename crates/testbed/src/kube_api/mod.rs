@@ -207,23 +207,7 @@ impl ApiServer {
     /// context's. For clients that take the kubeconfig as a string (the Helm library), so that
     /// nothing on disk (a discovery cache keyed by the file) outlives this server.
     pub fn kubeconfig_yaml(&self, token: &str, namespace: &str) -> io::Result<String> {
-        let ca_data = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
-        let kubeconfig = json!({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{
-                "name": "testbed",
-                "cluster": { "server": self.url(), "certificate-authority-data": ca_data }
-            }],
-            "users": [{ "name": "testbed-user", "user": { "token": token } }],
-            "contexts": [{
-                "name": "testbed",
-                "context": { "cluster": "testbed", "user": "testbed-user", "namespace": namespace }
-            }],
-            "current-context": "testbed",
-            "preferences": {}
-        });
-        serde_norway::to_string(&kubeconfig).map_err(io::Error::other)
+        self.kubeconfig_text(json!({ "token": token }), namespace)
     }
 
     /// Writes a kubeconfig for this server: the CA inline, and a user whose token is read
@@ -234,6 +218,17 @@ impl ApiServer {
         token_file: &Path,
         namespace: &str,
     ) -> io::Result<()> {
+        let text = self.kubeconfig_text(json!({ "tokenFile": token_file }), namespace)?;
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let mut file = tempfile::NamedTempFile::new_in(folder.unwrap_or_else(|| Path::new(".")))?;
+        io::Write::write_all(&mut file, text.as_bytes())?;
+        file.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// A kubeconfig as YAML: one cluster (this server, its CA inline), one user with these
+    /// credentials, one context with `namespace`.
+    fn kubeconfig_text(&self, user: serde_json::Value, namespace: &str) -> io::Result<String> {
         let ca_data = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
         let kubeconfig = json!({
             "apiVersion": "v1",
@@ -242,7 +237,7 @@ impl ApiServer {
                 "name": "testbed",
                 "cluster": { "server": self.url(), "certificate-authority-data": ca_data }
             }],
-            "users": [{ "name": "testbed-user", "user": { "tokenFile": token_file } }],
+            "users": [{ "name": "testbed-user", "user": user }],
             "contexts": [{
                 "name": "testbed",
                 "context": { "cluster": "testbed", "user": "testbed-user", "namespace": namespace }
@@ -250,12 +245,7 @@ impl ApiServer {
             "current-context": "testbed",
             "preferences": {}
         });
-        let text = serde_norway::to_string(&kubeconfig).map_err(io::Error::other)?;
-        let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
-        let mut file = tempfile::NamedTempFile::new_in(folder.unwrap_or_else(|| Path::new(".")))?;
-        io::Write::write_all(&mut file, text.as_bytes())?;
-        file.persist(path).map_err(|e| e.error)?;
-        Ok(())
+        serde_norway::to_string(&kubeconfig).map_err(io::Error::other)
     }
 
     /// Fault injection, `down_for` and the request log.
