@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use testbed::helm::{HelmLibrary, InstallRequest, Release, Severity, install_library};
+use e2e::network_policy::{Pod, admitted};
 use testbed::kube_api::{ApiServer, ApiServerConfig};
 
 const NAMESPACE: &str = "flink";
@@ -667,6 +668,199 @@ fn the_network_policy_admits_the_pinned_port_ranges() {
         policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
         "jobmanager"
     );
+}
+
+/// Labels of the pods of a component, as the rendered workload's pod template carries them.
+fn pod_template_labels(installed: &Installed, kind: &str, component: &str) -> Value {
+    installed.object("apps/v1", kind, &format!("{FULLNAME}-{component}"))["spec"]["template"]
+        ["metadata"]["labels"]
+        .clone()
+}
+
+/// The pods the network policies are judged for: this release's, and outsiders in the same
+/// namespace (any pod; another release of the chart) and in another namespace.
+struct PolicyBed {
+    policies: Vec<Value>,
+    jobmanager: Pod,
+    taskmanager: Pod,
+    zookeeper: Pod,
+    helm_test: Pod,
+    unrelated: Pod,
+    other_release_taskmanager: Pod,
+    monitoring: Pod,
+}
+
+impl PolicyBed {
+    fn new(values: Value) -> PolicyBed {
+        let installed = install(values);
+        let mut other_release = pod_template_labels(&installed, "Deployment", "taskmanager");
+        other_release["app.kubernetes.io/instance"] = json!("other");
+        PolicyBed {
+            policies: installed.of_kind("NetworkPolicy"),
+            jobmanager: Pod::new(
+                NAMESPACE,
+                &pod_template_labels(&installed, "Deployment", "jobmanager"),
+            ),
+            taskmanager: Pod::new(
+                NAMESPACE,
+                &pod_template_labels(&installed, "Deployment", "taskmanager"),
+            ),
+            zookeeper: Pod::new(
+                NAMESPACE,
+                &pod_template_labels(&installed, "StatefulSet", "zookeeper"),
+            ),
+            helm_test: Pod::new(NAMESPACE, &installed.test_pod()["metadata"]["labels"]),
+            unrelated: Pod::new(NAMESPACE, &json!({"app": "anything"})),
+            other_release_taskmanager: Pod::new(NAMESPACE, &other_release),
+            monitoring: Pod::new("monitoring", &json!({"app.kubernetes.io/name": "prometheus"})),
+        }
+    }
+
+    fn admits(&self, source: &Pod, target: &Pod, port: u16) -> bool {
+        admitted(&self.policies, source, target, port)
+    }
+}
+
+#[test]
+fn with_policies_zookeeper_serves_only_this_releases_flink_pods_and_its_quorum_only_members() {
+    let bed = PolicyBed::new(json!({"networkPolicy": {"enabled": true}}));
+    for client in [&bed.jobmanager, &bed.taskmanager, &bed.helm_test] {
+        assert!(bed.admits(client, &bed.zookeeper, 2181), "{client:?} -> 2181");
+        assert!(!bed.admits(client, &bed.zookeeper, 2888), "{client:?} -> 2888");
+        assert!(!bed.admits(client, &bed.zookeeper, 3888), "{client:?} -> 3888");
+    }
+    for outsider in [
+        &bed.unrelated,
+        &bed.other_release_taskmanager,
+        &bed.monitoring,
+    ] {
+        for port in [2181, 2888, 3888, 8080] {
+            assert!(
+                !bed.admits(outsider, &bed.zookeeper, port),
+                "{outsider:?} -> zookeeper:{port}"
+            );
+        }
+    }
+    assert!(bed.admits(&bed.zookeeper, &bed.zookeeper, 2888));
+    assert!(bed.admits(&bed.zookeeper, &bed.zookeeper, 3888));
+    assert!(!bed.admits(&bed.zookeeper, &bed.zookeeper, 8080));
+}
+
+#[test]
+fn with_policies_taskmanagers_admit_only_this_releases_jobmanager_and_taskmanagers() {
+    let bed = PolicyBed::new(json!({"networkPolicy": {"enabled": true}}));
+    // taskmanager.rpc.port and taskmanager.data.port are picked at start: any port.
+    for port in [6121, 6122, 41234] {
+        assert!(bed.admits(&bed.jobmanager, &bed.taskmanager, port));
+        assert!(bed.admits(&bed.taskmanager, &bed.taskmanager, port));
+        for outsider in [
+            &bed.unrelated,
+            &bed.other_release_taskmanager,
+            &bed.zookeeper,
+            &bed.monitoring,
+        ] {
+            assert!(
+                !bed.admits(outsider, &bed.taskmanager, port),
+                "{outsider:?} -> taskmanager:{port}"
+            );
+        }
+    }
+    // The JobManager: its ranges and REST port from this release, nothing from outside.
+    assert!(bed.admits(&bed.taskmanager, &bed.jobmanager, 50150));
+    assert!(bed.admits(&bed.taskmanager, &bed.jobmanager, 50250));
+    assert!(!bed.admits(&bed.taskmanager, &bed.jobmanager, 50301));
+    assert!(!bed.admits(&bed.unrelated, &bed.jobmanager, 50150));
+    assert!(!bed.admits(&bed.other_release_taskmanager, &bed.jobmanager, 8081));
+}
+
+#[test]
+fn port_sync_metrics_are_admitted_from_metrics_from_only() {
+    let closed = PolicyBed::new(json!({"networkPolicy": {"enabled": true}}));
+    assert!(!closed.admits(&closed.monitoring, &closed.jobmanager, 8099));
+    assert!(!closed.admits(&closed.taskmanager, &closed.jobmanager, 8099));
+
+    let open = PolicyBed::new(json!({"networkPolicy": {
+        "enabled": true,
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "monitoring"
+        }}}]
+    }}));
+    assert!(open.admits(&open.monitoring, &open.jobmanager, 8099));
+    // Only the metrics port: not Flink's ports, not ZooKeeper.
+    assert!(!open.admits(&open.monitoring, &open.jobmanager, 8081));
+    assert!(!open.admits(&open.monitoring, &open.jobmanager, 50150));
+    assert!(!open.admits(&open.monitoring, &open.zookeeper, 2181));
+    assert!(!open.admits(&open.unrelated, &open.jobmanager, 8099));
+}
+
+#[test]
+fn without_policies_every_pod_reaches_zookeeper() {
+    // What the security review says stays open when networkPolicy.enabled is false.
+    let bed = PolicyBed::new(json!({}));
+    assert!(bed.policies.is_empty());
+    assert!(bed.admits(&bed.unrelated, &bed.zookeeper, 2181));
+}
+
+const DIGEST: &str = "sha256:8f2c7c6b3a1e4d5f60718293a4b5c6d7e8f90123456789abcdef0123456789ab";
+
+/// Every `app.kubernetes.io/version` label of the created objects, pod templates included.
+fn version_labels(installed: &Installed) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut objects = installed.api.objects(NAMESPACE);
+    objects.extend(installed.hooks());
+    for object in objects {
+        for labels in [
+            &object["metadata"]["labels"],
+            &object["spec"]["template"]["metadata"]["labels"],
+        ] {
+            if let Some(version) = labels["app.kubernetes.io/version"].as_str() {
+                found.insert(version.to_owned());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn digests_pin_every_image_and_the_version_label_stays_a_valid_label_value() {
+    let installed = install(json!({
+        "image": {"digest": DIGEST},
+        "sidecars": {"image": {"digest": DIGEST}},
+        "zookeeper": {"image": {"digest": DIGEST}},
+    }));
+    let images: BTreeSet<String> = every_container(&installed)
+        .iter()
+        .map(|(_, container)| container["image"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        images,
+        BTreeSet::from([
+            format!("flink@{DIGEST}"),
+            format!("flink-ha-sidecars@{DIGEST}"),
+            format!("zookeeper@{DIGEST}"),
+        ])
+    );
+    assert_eq!(version_labels(&installed), BTreeSet::from(["2.3.0-java17".to_owned()]));
+}
+
+#[test]
+fn a_digest_written_into_the_tag_still_renders_a_valid_version_label() {
+    // The old way to pin: the tag holds "@sha256:...", 84 characters with '@' and ':'.
+    let installed = install(json!({"image": {"tag": format!("2.3.0-java17@{DIGEST}")}}));
+    let expected = format!("2.3.0-java17_{}", DIGEST.replace(':', "_"))[..63].to_owned();
+    assert_eq!(version_labels(&installed), BTreeSet::from([expected]));
+    assert_eq!(
+        container(&installed.pod_spec("jobmanager"), "containers", "jobmanager")["image"],
+        format!("flink:2.3.0-java17@{DIGEST}")
+    );
+}
+
+#[test]
+fn the_schema_refuses_a_digest_that_is_not_one() {
+    let error = try_install(json!({"image": {"digest": "latest"}}))
+        .err()
+        .expect("a digest without algorithm: is refused");
+    assert!(error.to_string().contains("digest"), "{error}");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! so that no test can hang on a process that never ends.
 
 pub mod kube_bed;
+pub mod network_policy;
 
 use std::path::PathBuf;
 use std::process::Command;
