@@ -5,12 +5,12 @@
 //! JobManager Service; the Role names that Service and grants what rbac/role.yaml grants; every
 //! container is hardened.
 
+use e2e::network_policy::{Pod, admitted};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use testbed::helm::{HelmLibrary, InstallRequest, Release, Severity, install_library};
-use e2e::network_policy::{Pod, admitted};
 use testbed::kube_api::{ApiServer, ApiServerConfig};
 
 const NAMESPACE: &str = "flink";
@@ -712,7 +712,10 @@ impl PolicyBed {
             helm_test: Pod::new(NAMESPACE, &installed.test_pod()["metadata"]["labels"]),
             unrelated: Pod::new(NAMESPACE, &json!({"app": "anything"})),
             other_release_taskmanager: Pod::new(NAMESPACE, &other_release),
-            monitoring: Pod::new("monitoring", &json!({"app.kubernetes.io/name": "prometheus"})),
+            monitoring: Pod::new(
+                "monitoring",
+                &json!({"app.kubernetes.io/name": "prometheus"}),
+            ),
         }
     }
 
@@ -725,9 +728,18 @@ impl PolicyBed {
 fn with_policies_zookeeper_serves_only_this_releases_flink_pods_and_its_quorum_only_members() {
     let bed = PolicyBed::new(json!({"networkPolicy": {"enabled": true}}));
     for client in [&bed.jobmanager, &bed.taskmanager, &bed.helm_test] {
-        assert!(bed.admits(client, &bed.zookeeper, 2181), "{client:?} -> 2181");
-        assert!(!bed.admits(client, &bed.zookeeper, 2888), "{client:?} -> 2888");
-        assert!(!bed.admits(client, &bed.zookeeper, 3888), "{client:?} -> 3888");
+        assert!(
+            bed.admits(client, &bed.zookeeper, 2181),
+            "{client:?} -> 2181"
+        );
+        assert!(
+            !bed.admits(client, &bed.zookeeper, 2888),
+            "{client:?} -> 2888"
+        );
+        assert!(
+            !bed.admits(client, &bed.zookeeper, 3888),
+            "{client:?} -> 3888"
+        );
     }
     for outsider in [
         &bed.unrelated,
@@ -840,7 +852,10 @@ fn digests_pin_every_image_and_the_version_label_stays_a_valid_label_value() {
             format!("zookeeper@{DIGEST}"),
         ])
     );
-    assert_eq!(version_labels(&installed), BTreeSet::from(["2.3.0-java17".to_owned()]));
+    assert_eq!(
+        version_labels(&installed),
+        BTreeSet::from(["2.3.0-java17".to_owned()])
+    );
 }
 
 #[test]
@@ -850,7 +865,11 @@ fn a_digest_written_into_the_tag_still_renders_a_valid_version_label() {
     let expected = format!("2.3.0-java17_{}", DIGEST.replace(':', "_"))[..63].to_owned();
     assert_eq!(version_labels(&installed), BTreeSet::from([expected]));
     assert_eq!(
-        container(&installed.pod_spec("jobmanager"), "containers", "jobmanager")["image"],
+        container(
+            &installed.pod_spec("jobmanager"),
+            "containers",
+            "jobmanager"
+        )["image"],
         format!("flink:2.3.0-java17@{DIGEST}")
     );
 }
@@ -861,6 +880,115 @@ fn the_schema_refuses_a_digest_that_is_not_one() {
         .err()
         .expect("a digest without algorithm: is refused");
     assert!(error.to_string().contains("digest"), "{error}");
+}
+
+const MONITORING_ON: &str = r#"{"monitoring": {
+    "serviceMonitor": {"enabled": true, "labels": {"release": "prometheus"}},
+    "prometheusRule": {"enabled": true}
+}}"#;
+
+/// promtool (Debian's `prometheus` package, which `cargo xtask test` installs).
+fn promtool(args: &[&str], dir: &Path) -> String {
+    let output = std::process::Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|error| {
+            panic!(
+                "promtool does not run ({error}): `cargo xtask test` installs Debian's prometheus"
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn the_service_monitor_scrapes_port_sync_through_a_service_of_its_own() {
+    let installed = install(serde_json::from_str(MONITORING_ON).unwrap());
+    let monitor = installed.object(
+        "monitoring.coreos.com/v1",
+        "ServiceMonitor",
+        &format!("{FULLNAME}-port-sync"),
+    );
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    let service = installed.service(&format!("{FULLNAME}-port-sync-metrics"));
+    let selector = &monitor["spec"]["selector"];
+    let service_labels = Pod::new(NAMESPACE, &service["metadata"]["labels"]).labels;
+    assert!(e2e::network_policy::selector_matches(
+        selector,
+        &service_labels
+    ));
+    // Only the metrics Service: the ServiceMonitor must not select the JobManager Service,
+    // whose ports port-sync rewrites.
+    let jobmanager_labels = Pod::new(
+        NAMESPACE,
+        &installed.service(JOBMANAGER_SERVICE)["metadata"]["labels"],
+    )
+    .labels;
+    assert!(!e2e::network_policy::selector_matches(
+        selector,
+        &jobmanager_labels
+    ));
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(service_port_names(&service), ["metrics"]);
+    // The Service reaches port-sync's container port in the JobManager pod.
+    let target = service["spec"]["ports"][0]["targetPort"].as_str().unwrap();
+    let jobmanager = installed.pod_spec("jobmanager");
+    let port_sync = container(&jobmanager, "containers", "port-sync");
+    assert!(
+        port_sync["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|port| port["name"] == target && port["containerPort"] == 8099),
+        "{port_sync:#}"
+    );
+    let pod_labels = Pod::new(
+        NAMESPACE,
+        &pod_template_labels(&installed, "Deployment", "jobmanager"),
+    )
+    .labels;
+    assert!(e2e::network_policy::selector_matches(
+        &json!({"matchLabels": service["spec"]["selector"]}),
+        &pod_labels
+    ));
+}
+
+#[test]
+fn monitoring_is_off_by_default_and_absent_in_pod_ip_mode() {
+    assert!(install(json!({})).of_kind("ServiceMonitor").is_empty());
+    let mut values: Value = serde_json::from_str(MONITORING_ON).unwrap();
+    values["jobmanager"] = json!({"rpcAddress": "podIP"});
+    let installed = install(values);
+    assert!(installed.of_kind("ServiceMonitor").is_empty());
+    assert!(installed.of_kind("PrometheusRule").is_empty());
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let installed = install(serde_json::from_str(MONITORING_ON).unwrap());
+    let rule = installed.object(
+        "monitoring.coreos.com/v1",
+        "PrometheusRule",
+        &format!("{FULLNAME}-port-sync"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rules = serde_norway::to_string(&rule["spec"]).unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
+    let tests = "port-sync-alerts.test.yaml";
+    std::fs::copy(
+        repository_file(&format!("tests/promtool/{tests}")),
+        dir.path().join(tests),
+    )
+    .unwrap();
+    let checked = promtool(&["check", "rules", "rules.yaml"], dir.path());
+    assert!(checked.contains("SUCCESS: 5 rules found"), "{checked}");
+    promtool(&["test", "rules", tests], dir.path());
 }
 
 #[test]

@@ -23,7 +23,9 @@ impl Pod {
             .as_object()
             .map(|map| {
                 map.iter()
-                    .map(|(key, value)| (key.clone(), value.as_str().unwrap_or_default().to_owned()))
+                    .map(|(key, value)| {
+                        (key.clone(), value.as_str().unwrap_or_default().to_owned())
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -55,13 +57,11 @@ pub fn admitted(policies: &[Value], source: &Pod, target: &Pod, port: u16) -> bo
         return true;
     }
     selecting.iter().any(|policy| {
-        policy["spec"]["ingress"]
-            .as_array()
-            .is_some_and(|rules| {
-                rules
-                    .iter()
-                    .any(|rule| rule_admits(rule, &target.namespace, source, port))
-            })
+        policy["spec"]["ingress"].as_array().is_some_and(|rules| {
+            rules
+                .iter()
+                .any(|rule| rule_admits(rule, &target.namespace, source, port))
+        })
     })
 }
 
@@ -190,7 +190,12 @@ mod tests {
         });
         let target = pod("a", json!({}));
         let policies = [policy];
-        assert!(admitted(&policies, &pod("monitoring", json!({})), &target, 8099));
+        assert!(admitted(
+            &policies,
+            &pod("monitoring", json!({})),
+            &target,
+            8099
+        ));
         assert!(!admitted(&policies, &pod("a", json!({})), &target, 8099));
     }
 }
