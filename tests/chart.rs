@@ -887,26 +887,6 @@ const MONITORING_ON: &str = r#"{"monitoring": {
     "prometheusRule": {"enabled": true}
 }}"#;
 
-/// promtool (Debian's `prometheus` package, which `cargo xtask test` installs).
-fn promtool(args: &[&str], dir: &Path) -> String {
-    let output = std::process::Command::new("promtool")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|error| {
-            panic!(
-                "promtool does not run ({error}): `cargo xtask test` installs Debian's prometheus"
-            )
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "promtool {args:?} failed:\n{text}");
-    text
-}
-
 #[test]
 fn the_service_monitor_scrapes_port_sync_through_a_service_of_its_own() {
     let installed = install(serde_json::from_str(MONITORING_ON).unwrap());
@@ -986,9 +966,9 @@ fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
         dir.path().join(tests),
     )
     .unwrap();
-    let checked = promtool(&["check", "rules", "rules.yaml"], dir.path());
+    let checked = e2e::promtool(&["check", "rules", "rules.yaml"], dir.path(), "");
     assert!(checked.contains("SUCCESS: 5 rules found"), "{checked}");
-    promtool(&["test", "rules", tests], dir.path());
+    e2e::promtool(&["test", "rules", tests], dir.path(), "");
 }
 
 #[test]
