@@ -1416,3 +1416,99 @@ fn the_schema_refuses_unknown_and_ill_typed_values() {
         assert!(refused.to_string().contains(said), "{values}: {refused}");
     }
 }
+
+/// The facts about Bitnami's Flink chart that docs/bitnami.md relies on.
+fn bitnami_facts() -> Value {
+    let text = std::fs::read_to_string(repository_file("tests/fixtures/bitnami-flink.json"))
+        .expect("tests/fixtures/bitnami-flink.json");
+    serde_json::from_str(&text).expect("the Bitnami facts are JSON")
+}
+
+/// The Helm values of docs/bitnami.md: its first ```yaml block.
+fn bitnami_guide_values() -> Value {
+    let guide =
+        std::fs::read_to_string(repository_file("docs/bitnami.md")).expect("docs/bitnami.md");
+    let block = guide
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/bitnami.md has a ```yaml block of values");
+    serde_norway::from_str(block).expect("the guide's values are YAML")
+}
+
+/// Bitnami's image maps FLINK_CFG_<KEY> to a configuration key (the fixture's rule).
+fn bitnami_config_key(variable: &str) -> String {
+    variable
+        .trim_start_matches("FLINK_CFG_")
+        .replace("__", "-")
+        .replace('_', ".")
+        .to_lowercase()
+}
+
+#[test]
+fn the_bitnami_guide_args_parse_and_name_bitnamis_service_and_port_names() {
+    let facts = bitnami_facts();
+    let values = bitnami_guide_values();
+    let jobmanager = &values["jobmanager"];
+
+    let zk_wait = parse_zk_wait(container(jobmanager, "initContainers", "zk-wait"));
+    let port_sync = parse_port_sync(container(jobmanager, "sidecars", "port-sync"));
+
+    // Release "my": Bitnami's Service name pattern, and its Service port names.
+    assert_eq!(
+        port_sync.service,
+        facts["jobmanager_service"]["examples"]["my"]
+    );
+    let service_ports: Vec<&str> = facts["jobmanager_service"]["port_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|name| name.as_str().unwrap())
+        .collect();
+    let mapped = port_mappings(&port_sync);
+    assert_eq!(
+        mapped,
+        [
+            ("tcp-rpc".to_owned(), "jobmanager.rpc.port".to_owned()),
+            ("tcp-blob".to_owned(), "blob.server.port".to_owned()),
+        ]
+    );
+    for (name, _) in &mapped {
+        assert!(
+            service_ports.contains(&name.as_str()),
+            "{name} is not a port of Bitnami's Service"
+        );
+    }
+    assert_eq!(
+        port_sync.jobmanager_url.port(),
+        facts["jobmanager_container"]["default_ports"]["http"]
+            .as_u64()
+            .map(|port| port as u16)
+    );
+
+    // The HA keys, as Bitnami's image derives them from the variables; the HA RPC port pinned to
+    // Bitnami's bind port, so that the advertised port is the listened one.
+    let config: std::collections::BTreeMap<String, String> = jobmanager["extraEnvVars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|variable| {
+            (
+                bitnami_config_key(variable["name"].as_str().unwrap()),
+                variable["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(config["high-availability.type"], "zookeeper");
+    assert_eq!(
+        config["high-availability.jobmanager.port"],
+        facts["jobmanager_container"]["default_ports"]["rpc"].to_string()
+    );
+    assert_eq!(
+        config["high-availability.zookeeper.quorum"],
+        servers(&zk_wait).join(",")
+    );
+    for (variable, key) in facts["image_env_mapping"]["examples"].as_object().unwrap() {
+        assert_eq!(&bitnami_config_key(variable), key);
+    }
+}
