@@ -1512,3 +1512,116 @@ fn the_bitnami_guide_args_parse_and_name_bitnamis_service_and_port_names() {
         assert_eq!(&bitnami_config_key(variable), key);
     }
 }
+
+/// The value of `flag` in a container's argument list.
+fn flag_value(args: &[String], flag: &str) -> String {
+    args.iter()
+        .position(|arg| arg == flag)
+        .and_then(|at| args.get(at + 1))
+        .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
+        .clone()
+}
+
+#[test]
+fn the_bitnami_guide_args_sync_a_bitnami_shaped_service_from_a_real_flink_jobmanager() {
+    use e2e::kube_bed::{Bed, LIMIT, NAMESPACE as BED_NAMESPACE, SERVICE};
+    use std::time::{Duration, Instant};
+    use testbed::flink::{DEFAULT_VERSION, Flink, JobManager, JobManagerConfig};
+    use testbed::ports::free_port;
+    use testbed::process::{Echo, Process};
+    use testbed::zookeeper::{Ensemble, EnsembleConfig};
+
+    let facts = bitnami_facts();
+    // A release named "flink": Bitnami names its Service flink-jobmanager, the Service the
+    // shipped rbac/role.yaml grants (the stand-in enforces it).
+    assert_eq!(facts["jobmanager_service"]["examples"]["flink"], SERVICE);
+    let bed = Bed::new(ApiServerConfig::default());
+    // Bitnami's Service: tcp-rpc, http, tcp-blob at 6123, 8081, 6124 with numeric targetPorts.
+    bed.api
+        .edit_service(BED_NAMESPACE, SERVICE, |service| {
+            let defaults = &facts["jobmanager_container"]["service_default_ports"];
+            service["spec"]["ports"] = facts["jobmanager_service"]["port_names"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|name| {
+                    let port = &defaults[name.as_str().unwrap()];
+                    json!({"name": name, "port": port, "targetPort": port, "protocol": "TCP"})
+                })
+                .collect();
+        })
+        .unwrap();
+
+    // Flink as Bitnami configures it, plus the guide's HA variables: the RPC listener fixed by
+    // jobmanager.rpc.bind-port and high-availability.jobmanager.port pinned to the same port.
+    // Free ports instead of 6123/6124/8081: the machine is shared.
+    let (rpc, blob, rest) = (free_port(), free_port(), free_port());
+    let zookeeper = Ensemble::start_standalone(EnsembleConfig::standalone()).unwrap();
+    let flink = Flink::install(DEFAULT_VERSION).unwrap();
+    let values = bitnami_guide_values();
+    // The guide pins the HA port to Bitnami's bind port (6123 there, `rpc` here); the quorum,
+    // storage dir and cluster-id are the test bed's own.
+    let pins_ha_port = values["jobmanager"]["extraEnvVars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|variable| {
+            bitnami_config_key(variable["name"].as_str().unwrap())
+                == "high-availability.jobmanager.port"
+                && variable["value"] == "6123"
+        });
+    assert!(
+        pins_ha_port,
+        "the guide pins high-availability.jobmanager.port to 6123"
+    );
+    let config = JobManagerConfig::new(&zookeeper.connect_string())
+        .rest_port(rest)
+        .blob_port(blob)
+        .rpc_port(rpc)
+        .set("jobmanager.rpc.bind-port", &rpc.to_string());
+    let mut jobmanager = JobManager::start(&flink, config).unwrap();
+    jobmanager
+        .wait_rest_ready(Duration::from_secs(120))
+        .unwrap_or_else(|error| panic!("{error}\n{}", jobmanager.log()));
+
+    // The guide's port-sync arguments, with the Service of release "flink", this test's REST
+    // port and a free listen port.
+    let guide = container(&values["jobmanager"], "sidecars", "port-sync");
+    let mut args = argv(guide);
+    let replace = |args: &mut Vec<String>, flag: &str, value: String| {
+        let at = args.iter().position(|arg| arg == flag).unwrap() + 1;
+        args[at] = value;
+    };
+    assert_eq!(
+        flag_value(&args, "--jobmanager-url"),
+        "http://127.0.0.1:8081"
+    );
+    replace(&mut args, "--service", SERVICE.to_owned());
+    replace(
+        &mut args,
+        "--jobmanager-url",
+        format!("http://127.0.0.1:{rest}"),
+    );
+    replace(&mut args, "--listen", format!("127.0.0.1:{}", free_port()));
+    let mut command = e2e::command("port-sync", "PORT_SYNC_");
+    command
+        .env("KUBECONFIG", &bed.kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .args(&args[1..]);
+    let sidecar = Process::spawn("port-sync", command, Echo::Quiet).unwrap();
+
+    let deadline = Instant::now() + LIMIT;
+    while !(bed.exposes(SERVICE, "tcp-rpc", rpc) && bed.exposes(SERVICE, "tcp-blob", blob)) {
+        assert!(
+            Instant::now() < deadline,
+            "Bitnami's Service never held tcp-rpc {rpc} and tcp-blob {blob}: {:?}\n{}\n{}",
+            bed.api.get_service(BED_NAMESPACE, SERVICE),
+            sidecar.output(),
+            jobmanager.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The port Flink listens on is the one the Service now exposes.
+    std::net::TcpStream::connect(("127.0.0.1", rpc)).expect("Flink listens on the synced RPC port");
+    assert_eq!(bed.port_of(SERVICE, "http"), Some((8081, json!(8081))));
+}
