@@ -1625,3 +1625,15 @@ fn the_bitnami_guide_args_sync_a_bitnami_shaped_service_from_a_real_flink_jobman
     std::net::TcpStream::connect(("127.0.0.1", rpc)).expect("Flink listens on the synced RPC port");
     assert_eq!(bed.port_of(SERVICE, "http"), Some((8081, json!(8081))));
 }
+
+#[test]
+fn every_value_set_of_the_checkers_installs_into_the_stand_in() {
+    // The stand-in refuses what kube-apiserver refuses (names, labels, port names: see its
+    // conformance table), so each install proves the rendered objects acceptable.
+    for (name, values) in testbed::helm::CHART_VALUE_SETS {
+        let values: Value = serde_json::from_str(values).expect("a value set is JSON");
+        let installed = try_install(values)
+            .unwrap_or_else(|error| panic!("value set {name} does not install: {error}"));
+        assert!(!installed.created().is_empty(), "{name}");
+    }
+}

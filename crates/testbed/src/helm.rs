@@ -19,6 +19,47 @@ use std::time::Duration;
 /// The helm-sdkpy release the tests were written against (Helm v4.3.0, client-go v0.37.1).
 pub const HELM_SDKPY_VERSION: &str = "0.1.32";
 
+/// Value sets of helm/flink-ha with every optional part on at least once, as JSON: what the
+/// checkers (`cargo xtask checkers`) render and tests/chart.rs installs into the stand-in.
+pub const CHART_VALUE_SETS: &[(&str, &str)] = &[
+    ("default", "{}"),
+    (
+        "policies-and-monitoring",
+        r#"{"networkPolicy": {"enabled": true,
+              "restFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}],
+              "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
+            "monitoring": {"serviceMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}}}"#,
+    ),
+    (
+        "pod-ip",
+        r#"{"jobmanager": {"rpcAddress": "podIP"}, "networkPolicy": {"enabled": true}}"#,
+    ),
+    (
+        "external-zookeeper",
+        r#"{"zookeeper": {"external": {"quorum": "zk-0.zk:2181,zk-1.zk:2181,zk-2.zk:2181"}}, "networkPolicy": {"enabled": true}}"#,
+    ),
+    (
+        "application",
+        r#"{"mode": "application", "application": {"jobClassName": "org.example.Job", "args": ["--x", "1"]}}"#,
+    ),
+    (
+        "flink-1",
+        r#"{"image": {"tag": "1.18.1-java11"}, "flinkConfigFile": "flink-conf.yaml"}"#,
+    ),
+    (
+        "digests",
+        r#"{"image": {"digest": "sha256:8f2c7c6b3a1e4d5f60718293a4b5c6d7e8f90123456789abcdef0123456789ab"},
+            "sidecars": {"image": {"digest": "sha256:8f2c7c6b3a1e4d5f60718293a4b5c6d7e8f90123456789abcdef0123456789ab"}},
+            "zookeeper": {"image": {"digest": "sha256:8f2c7c6b3a1e4d5f60718293a4b5c6d7e8f90123456789abcdef0123456789ab"}}}"#,
+    ),
+    (
+        "no-persistence",
+        r#"{"highAvailability": {"persistence": {"enabled": false}},
+            "zookeeper": {"persistence": {"enabled": false}, "podDisruptionBudget": {"enabled": false}},
+            "tests": {"enabled": false}, "serviceAccount": {"create": false, "name": "flink"}}"#,
+    ),
+];
+
 /// The driver, kept in the repository and written into the venv when it differs.
 const DRIVER_SCRIPT: &str = include_str!("helm_driver.py");
 

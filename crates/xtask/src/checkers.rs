@@ -1,6 +1,6 @@
 //! `cargo xtask checkers` (and a step of `cargo xtask test`): the chart, the image and the RBAC
 //! manifests judged by the tools their users run, installed from registries: the chart rendered
-//! by the real Helm library with every value set of [`VALUE_SETS`], then kubernetes-validate
+//! by the real Helm library with every value set of `testbed::helm::CHART_VALUE_SETS`, then kubernetes-validate
 //! (strict, the oldest and newest Kubernetes the chart supports), checkov (with the checked-in
 //! skip list helm/checkov.yaml, each skip with its reason), yamllint; hadolint on the
 //! Dockerfile; `kubectl kustomize rbac/`. promtool runs in tests/chart.rs (the alert rules) and
@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use testbed::helm::{InstallRequest, PythonVenv, install_library};
+use testbed::helm::{CHART_VALUE_SETS, InstallRequest, PythonVenv, install_library};
 use testbed::kube_api::{ApiServer, ApiServerConfig};
 
 /// The Python checkers, pinned; the venv's name changes with the pins.
@@ -32,46 +32,6 @@ const VALIDATE_MONITORING: &str = include_str!("validate_monitoring.py");
 /// The oldest and newest Kubernetes the chart supports: Chart.yaml's kubeVersion floor (endPort
 /// in NetworkPolicies is GA from 1.25) and the newest schema kubernetes-validate carries.
 pub const KUBERNETES_VERSIONS: [&str; 2] = ["1.25.0", "1.37.0"];
-
-/// Each value set the chart is rendered with: every optional part on at least once.
-const VALUE_SETS: &[(&str, &str)] = &[
-    ("default", "{}"),
-    (
-        "policies-and-monitoring",
-        r#"{"networkPolicy": {"enabled": true,
-              "restFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}],
-              "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
-            "monitoring": {"serviceMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}}}"#,
-    ),
-    (
-        "pod-ip",
-        r#"{"jobmanager": {"rpcAddress": "podIP"}, "networkPolicy": {"enabled": true}}"#,
-    ),
-    (
-        "external-zookeeper",
-        r#"{"zookeeper": {"external": {"quorum": "zk-0.zk:2181,zk-1.zk:2181,zk-2.zk:2181"}}, "networkPolicy": {"enabled": true}}"#,
-    ),
-    (
-        "application",
-        r#"{"mode": "application", "application": {"jobClassName": "org.example.Job", "args": ["--x", "1"]}}"#,
-    ),
-    (
-        "flink-1",
-        r#"{"image": {"tag": "1.18.1-java11"}, "flinkConfigFile": "flink-conf.yaml"}"#,
-    ),
-    (
-        "digests",
-        r#"{"image": {"digest": "sha256:8f2c7c6b3a1e4d5f60718293a4b5c6d7e8f90123456789abcdef0123456789ab"},
-            "sidecars": {"image": {"digest": "sha256:8f2c7c6b3a1e4d5f60718293a4b5c6d7e8f90123456789abcdef0123456789ab"}},
-            "zookeeper": {"image": {"digest": "sha256:8f2c7c6b3a1e4d5f60718293a4b5c6d7e8f90123456789abcdef0123456789ab"}}}"#,
-    ),
-    (
-        "no-persistence",
-        r#"{"highAvailability": {"persistence": {"enabled": false}},
-            "zookeeper": {"persistence": {"enabled": false}, "podDisruptionBudget": {"enabled": false}},
-            "tests": {"enabled": false}, "serviceAccount": {"create": false, "name": "flink"}}"#,
-    ),
-];
 
 const RELEASE: &str = "demo";
 const NAMESPACE: &str = "flink";
@@ -161,7 +121,7 @@ fn render_value_sets() -> Result<Vec<PathBuf>> {
     }
     fs::create_dir_all(&dir).map_err(|error| error.to_string())?;
     let mut files = Vec::new();
-    for (name, values) in VALUE_SETS {
+    for (name, values) in CHART_VALUE_SETS {
         let values: Value = serde_json::from_str(values)
             .map_err(|error| format!("value set {name} is not JSON: {error}"))?;
         let api = ApiServer::start(ApiServerConfig::default()).map_err(|e| e.to_string())?;
