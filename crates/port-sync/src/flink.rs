@@ -2,7 +2,7 @@
 //! `{"key": …, "value": …}`) turned into the ports the Service should have. `parse_config` is
 //! pure; `JobManager` is the thin HTTP edge that fetches the body with bounded time and size.
 
-use crate::ports::{DesiredPorts, PortMapping};
+use crate::ports::{DesiredPorts, PortMapping, PortPair};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -97,8 +97,11 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Finds each mapped key in the body of `GET /jobmanager/config` and reads its value as a port.
-/// Flink reports values as strings ("44215"); a JSON number is taken too.
+/// Finds each mapped key in the body of `GET /jobmanager/config` and reads its value as a port:
+/// the port Flink advertises. Where Flink has a bind-port setting for that key
+/// ([`PortMapping::bind_key`]) and it is set, the server listens there instead, and that is the
+/// target port; otherwise it listens on the advertised port. Flink reports values as strings
+/// ("44215"); a JSON number is taken too.
 pub fn parse_config(body: &[u8], mappings: &[PortMapping]) -> Result<DesiredPorts, ConfigError> {
     let document: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
         let start = excerpt(body);
@@ -122,7 +125,14 @@ pub fn parse_config(body: &[u8], mappings: &[PortMapping]) -> Result<DesiredPort
                 port_name: mapping.port_name.clone(),
             })?;
         let port = parse_port(&mapping.flink_key, value)?;
-        desired.insert(&mapping.port_name, port);
+        let target_port = match mapping.bind_key() {
+            Some(bind_key) => match find_value(entries, bind_key)? {
+                Some(bind_value) => parse_port(bind_key, bind_value)?,
+                None => port,
+            },
+            None => port,
+        };
+        desired.insert_pair(&mapping.port_name, PortPair { port, target_port });
     }
     Ok(desired)
 }
