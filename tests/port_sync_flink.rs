@@ -120,14 +120,18 @@ fn the_service_targets_the_port_flink_listens_on_with_and_without_a_bind_port() 
             config = config.set("jobmanager.rpc.bind-port", &bind_port.to_string());
         }
         if let Some((first, last)) = case.ha_range {
-            config = config.set("high-availability.jobmanager.port", &format!("{first}-{last}"));
+            config = config.set(
+                "high-availability.jobmanager.port",
+                &format!("{first}-{last}"),
+            );
         }
         let mut jobmanager = JobManager::start(&flink, config).unwrap();
         jobmanager.wait_rest_ready(JVM_START).unwrap();
         let live = jobmanager.live_config().unwrap();
         if let Some(dir) = std::env::var_os("PORT_SYNC_CAPTURE_DIR") {
             let body = jobmanager.rest_get("/jobmanager/config").unwrap().body;
-            let file = std::path::Path::new(&dir).join(format!("jobmanager-config-{}.json", case.name));
+            let file =
+                std::path::Path::new(&dir).join(format!("jobmanager-config-{}.json", case.name));
             std::fs::write(&file, body).unwrap();
         }
         let (advertised, blob) = jobmanager.live_ports().unwrap();
@@ -173,7 +177,12 @@ fn the_service_targets_the_port_flink_listens_on_with_and_without_a_bind_port() 
             case.name,
             finished.said()
         );
-        assert_eq!(bed.port("blob"), (i64::from(blob), json!(blob)), "{}", case.name);
+        assert_eq!(
+            bed.port("blob"),
+            (i64::from(blob), json!(blob)),
+            "{}",
+            case.name
+        );
         for (what, port) in [("rpc targetPort", listening), ("blob targetPort", blob)] {
             TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|error| {
                 panic!("{}: the {what} {port} reaches nothing: {error}", case.name)

@@ -530,6 +530,60 @@ mod tests {
         );
     }
 
+    /// Captured by `PORT_SYNC_CAPTURE_DIR=tests/fixtures/flink-2.3.0 cargo nextest run -p e2e
+    /// --test port_sync_flink -E 'test(the_service_targets)'` (tests/fixtures/README.md).
+    fn bind_port_capture(case: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../../tests/fixtures/flink-2.3.0/jobmanager-config-{case}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
+    }
+
+    fn rpc_pair(case: &str) -> Option<PortPair> {
+        parse_config(&bind_port_capture(case), &rpc_and_blob())
+            .unwrap()
+            .pair("rpc")
+    }
+
+    #[test]
+    fn without_a_bind_port_flink_listens_on_the_port_it_advertises() {
+        assert_eq!(rpc_pair("no-bind-port"), Some(PortPair::same(45513)));
+    }
+
+    #[test]
+    fn with_a_bind_port_and_the_ha_port_at_its_default_flink_advertises_the_bind_port() {
+        assert_eq!(
+            rpc_pair("bind-port-ha-port-default"),
+            Some(PortPair::same(45213))
+        );
+    }
+
+    #[test]
+    fn with_a_bind_port_and_a_pinned_ha_range_the_target_is_the_bind_port() {
+        assert_eq!(
+            rpc_pair("bind-port-ha-range"),
+            Some(PortPair {
+                port: 42601,
+                target_port: 45151
+            })
+        );
+        // The blob server has no bind port: it listens on what it reports.
+        let desired = parse_config(&bind_port_capture("bind-port-ha-range"), &rpc_and_blob());
+        assert_eq!(desired.unwrap().pair("blob"), Some(PortPair::same(37809)));
+    }
+
+    #[test]
+    fn a_bad_bind_port_names_the_bind_port_key() {
+        let body = br#"[{"key":"jobmanager.rpc.port","value":"6123"},
+                        {"key":"jobmanager.rpc.bind-port","value":"none"}]"#;
+        let error = parse_config(body, &rpc_and_blob()[..1]).unwrap_err();
+        assert!(
+            matches!(&error, ConfigError::NotAPort { key, .. } if key == "jobmanager.rpc.bind-port"),
+            "{error:?}"
+        );
+    }
+
     #[test]
     fn a_missing_key_names_the_key_and_the_port() {
         let mappings = [PortMapping::new("rpc", "jobmanager.rpc.prot")];

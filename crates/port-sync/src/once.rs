@@ -4,8 +4,8 @@
 use crate::flink::{JobManager, JobManagerError};
 use crate::plan::{describe_ports, in_sync, plan, show_target};
 use crate::ports::{DesiredPorts, PortMapping};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::service::{FailureKind, ServiceHandle};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 /// A round may meet a concurrent change (the patch's `test` fails); re-read and re-plan this
@@ -180,7 +180,11 @@ mod tests {
     #[test]
     fn service_ports_are_typed_in_json() {
         let ports = [
-            ("rpc".to_owned(), 6123, Some(IntOrString::String("rpc".into()))),
+            (
+                "rpc".to_owned(),
+                6123,
+                Some(IntOrString::String("rpc".into())),
+            ),
             ("blob".to_owned(), 6124, Some(IntOrString::Int(6124))),
             ("rest".to_owned(), 8081, None),
         ];

@@ -249,11 +249,9 @@ fn patch_for(changes: &[Change]) -> json_patch::Patch {
             }
             // The API server defaults targetPort to port, so a Service read from it always
             // has one; `add` covers an object that was never defaulted.
-            None => {
-                sets.push(
-                    json!({"op": "add", "path": at("targetPort"), "value": change.new_target_port}),
-                )
-            }
+            None => sets.push(
+                json!({"op": "add", "path": at("targetPort"), "value": change.new_target_port}),
+            ),
         }
     }
     tests.extend(sets);
