@@ -320,13 +320,14 @@ impl fmt::Display for FetchError {
             ),
             FetchError::Timeout(TimeoutKind::Read) => write!(
                 f,
-                "the JobManager sent nothing for {:?} (read timeout: it took the request but \
-                 did not answer, or stopped in the middle of its answer)",
+                "the JobManager did not answer within {:?} (read timeout: it took the \
+                 connection but sent nothing, or stopped in the middle of its answer)",
                 READ_TIMEOUT
             ),
             FetchError::Timeout(TimeoutKind::Request) => write!(
                 f,
-                "the JobManager's answer took longer than {:?} in all (request timeout)",
+                "the JobManager did not answer within {:?} in all (request timeout: its answer \
+                 came, but too slowly)",
                 REQUEST_TIMEOUT
             ),
             FetchError::Status { code, start } => write!(
@@ -946,11 +947,8 @@ mod tests {
                 TimeoutKind::Connect,
                 "connection within 2s (connect timeout)",
             ),
-            (TimeoutKind::Read, "nothing for 3s (read timeout"),
-            (
-                TimeoutKind::Request,
-                "longer than 5s in all (request timeout)",
-            ),
+            (TimeoutKind::Read, "did not answer within 3s (read timeout"),
+            (TimeoutKind::Request, "within 5s in all (request timeout"),
         ] {
             let message = FetchError::Timeout(kind).to_string();
             assert!(message.contains(said), "{message}");
