@@ -255,4 +255,60 @@ mod tests {
         assert!(response.ends_with("\r\n\r\nok\n"), "{response}");
         server.abort();
     }
+
+    async fn answer_over_socket(address: std::net::SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    /// A head past 8 KiB (a header flood) gets 431 and the connection closed, as hyper's
+    /// `max_buf_size(8 KiB)` would refuse it.
+    #[tokio::test]
+    async fn an_oversized_head_is_refused_with_431() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, SharedMetrics::default()));
+        let mut request = b"GET /healthz HTTP/1.1\r\n".to_vec();
+        while request.len() <= MAX_REQUEST_BYTES {
+            request
+                .extend_from_slice(b"x-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        let response = answer_over_socket(address, &request).await;
+        assert!(
+            response.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{response}"
+        );
+        server.abort();
+    }
+
+    /// Slowloris: many connections that send half a head and then nothing. Each is its own
+    /// task, cut after REQUEST_TIMEOUT (hyper's `header_read_timeout`), so a probe that
+    /// comes meanwhile is answered at once, and the slow ones are closed unanswered.
+    #[tokio::test]
+    async fn slow_clients_neither_block_a_probe_nor_stay_open() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, SharedMetrics::default()));
+        let mut slow = Vec::new();
+        for _ in 0..200 {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x")
+                .await
+                .unwrap();
+            slow.push(stream);
+        }
+        let probe = answer_over_socket(address, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(probe.starts_with("HTTP/1.1 200 OK\r\n"), "{probe}");
+        tokio::time::pause();
+        for mut stream in slow {
+            let mut rest = Vec::new();
+            stream.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty(), "a half-sent head got an answer");
+        }
+        server.abort();
+    }
 }
