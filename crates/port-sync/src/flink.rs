@@ -386,6 +386,16 @@ impl JobManagerUrl {
         self.0.path()
     }
 
+    /// The host as written (an IPv6 address in brackets).
+    pub fn host(&self) -> &str {
+        self.0.host().unwrap_or_default()
+    }
+
+    /// The port as written; `None`: the scheme's default.
+    pub fn port(&self) -> Option<u16> {
+        self.0.port_u16()
+    }
+
     /// `http://h:8081` and `http://h:8081/` give `http://h:8081/jobmanager/config`;
     /// `https://h/flink` gives `https://h/flink/jobmanager/config`.
     pub fn config_url(&self) -> http::Uri {
@@ -938,6 +948,8 @@ mod tests {
             url("http://[::1]:8081/a/b/"),
             "http://[::1]:8081/a/b/jobmanager/config"
         );
+        let parsed: JobManagerUrl = "https://jm.flink:8443/x".parse().unwrap();
+        assert_eq!((parsed.host(), parsed.port()), ("jm.flink", Some(8443)));
     }
 
     #[test]
