@@ -17,6 +17,7 @@ pub fn run() -> Result {
         install::RUNC,
         install::DNSMASQ,
         install::CA_CERTIFICATES,
+        install::PROMETHEUS,
     ])?;
     install::nextest()?;
     install::flink()?;
@@ -54,6 +55,8 @@ pub fn run() -> Result {
     step("lint", clippy)?;
 
     crate::supply_chain::check()?;
+
+    crate::checkers::run()?;
 
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);
