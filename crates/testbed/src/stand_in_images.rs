@@ -307,6 +307,9 @@ pub fn image_exists(podman: &Podman, tag: &str) -> io::Result<bool> {
 
 /// Hard-links the tree at `from` to `to` (`cp -al`), copying where links cannot be made.
 fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     let status = Command::new("cp").arg("-al").arg(from).arg(to).status()?;
     if status.success() {
         return Ok(());
