@@ -265,7 +265,20 @@ fn zookeeper_pods_form_a_quorum_as_uid_1000_with_a_read_only_root() {
         }
     }
 
+    let readiness: Vec<String> = pod_spec["containers"][0]["readinessProbe"]["exec"]["command"]
+        .as_array()
+        .expect("the chart gives ZooKeeper an exec readiness probe")
+        .iter()
+        .map(|word| word.as_str().unwrap().to_owned())
+        .collect();
+    let readiness: Vec<&str> = readiness.iter().map(String::as_str).collect();
     for (name, _) in &members {
+        // The rendered readiness probe, run in the container as the kubelet would exec it.
+        let (ready, said) = pods.exec(name, &readiness);
+        assert!(
+            ready,
+            "{name}'s readiness probe fails while it serves: {said}"
+        );
         let ids = pods.process_ids(name);
         let expected =
             format!("{ZOOKEEPER_UID}\t{ZOOKEEPER_UID}\t{ZOOKEEPER_UID}\t{ZOOKEEPER_UID}");
