@@ -135,7 +135,7 @@ impl Drop for Pods<'_> {
             let _ = self
                 .podman
                 .command()
-                .args(["rm", "--force", "--time=5", name])
+                .args(["rm", "--force", "--volumes", "--time=5", name])
                 .output();
         }
         let _ = self

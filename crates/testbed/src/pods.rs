@@ -83,7 +83,9 @@ pub fn container_args(
     volume_dirs: &BTreeMap<String, PathBuf>,
 ) -> Result<Vec<String>, String> {
     let name = text(container, "name")?;
-    let mut args = Vec::new();
+    // An image's VOLUME lines are no volumes to a kubelet (the path stays on the image's root,
+    // read-only here); podman would mount anonymous writable volumes there.
+    let mut args = vec!["--image-volume=ignore".to_owned()];
     args.extend(security_args(pod_spec, container).map_err(|e| format!("{name}: {e}"))?);
     for variable in array(container, "env") {
         let variable_name = text(variable, "name")?;
@@ -383,6 +385,7 @@ mod tests {
         assert_eq!(
             args,
             [
+                "--image-volume=ignore",
                 "--user=1000:1000",
                 "--group-add=1000",
                 "--read-only",
