@@ -53,8 +53,8 @@ pub struct StandInImages {
     pub built: Vec<String>,
 }
 
-/// Builds whatever of the base, Flink and ZooKeeper images is missing; a cold build takes about
-/// a minute and a half for debootstrap plus the two images (docs/evidence/containers.md).
+/// Builds whatever of the base, Flink and ZooKeeper images is missing; a cold build (debootstrap,
+/// import, both images) took about 2.7 minutes here (docs/evidence/containers.md).
 pub fn build(podman: &Podman, echo: &Echo) -> io::Result<StandInImages> {
     let cache = cache_dir()?;
     std::fs::create_dir_all(&cache)?;
