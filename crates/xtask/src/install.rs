@@ -65,6 +65,12 @@ pub const PROMETHEUS: Package = Package {
     name: "prometheus",
     provides: "/usr/bin/promtool",
 };
+/// Makes the Debian root file system the stand-in `flink` and `zookeeper` images are built on
+/// (testbed::stand_in_images, tests/pods.rs).
+pub const DEBOOTSTRAP: Package = Package {
+    name: "debootstrap",
+    provides: "/usr/sbin/debootstrap",
+};
 /// The CA bundle the image carries for port-sync's https JobManager client.
 pub const CA_CERTIFICATES: Package = Package {
     name: "ca-certificates",
