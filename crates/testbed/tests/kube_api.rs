@@ -763,22 +763,49 @@ fn injected_server_errors_answer_with_status_bodies_then_stop() {
     assert_eq!(faults.pending(), 0);
 }
 
+/// maxinflight.go and priority-and-fairness.go answer 429 with Go's `http.Error`: plain
+/// text, `Retry-After: 1`, no Status body for a client to read `retryAfterSeconds` from.
 #[test]
-fn too_many_requests_carries_retry_after() {
+fn too_many_requests_is_plain_text_with_retry_after_as_the_throttling_filters_send() {
     let bed = Bed::new();
-    bed.server.faults().fail_next(
+    let faults = bed.server.faults();
+    faults.fail_next(FaultOn::Any, 1, Fault::Status(429));
+    faults.fail_next(
         FaultOn::Any,
         1,
         Fault::TooManyRequests {
             retry_after_secs: 3,
         },
     );
-    let response = bed.get(PINNED_LIST);
-    assert_eq!(response.headers()["retry-after"], "3");
+    for retry_after in ["1", "3"] {
+        let response = bed.get(PINNED_LIST);
+        assert_eq!(response.status().as_u16(), 429);
+        let headers = response.headers();
+        assert_eq!(headers["retry-after"], retry_after);
+        assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(
+            response.text().unwrap(),
+            "Too many requests, please try again later.\n"
+        );
+    }
+    assert_eq!(bed.get(PINNED_LIST).status().as_u16(), 200);
+}
+
+/// waitgroup.go: a draining server's 503 is a Status with no details and `Retry-After: 1`.
+#[test]
+fn service_unavailable_is_the_draining_servers_status_with_retry_after() {
+    let bed = Bed::new();
+    bed.server
+        .faults()
+        .fail_next(FaultOn::Patch, 1, Fault::Status(503));
+    let response = bed.patch("application/merge-patch+json", json!({}));
+    assert_eq!(response.headers()["retry-after"], "1");
     let (code, body) = json_of(response);
-    assert_eq!(code, 429);
-    assert_status(&body, 429, "TooManyRequests");
-    assert_eq!(body["details"]["retryAfterSeconds"], 3);
+    assert_eq!(code, 503);
+    assert_status(&body, 503, "ServiceUnavailable");
+    assert_eq!(body["message"], "apiserver is shutting down");
+    assert!(body.get("details").is_none(), "{body}");
 }
 
 #[test]

@@ -25,7 +25,9 @@ mod watch;
 pub use auth::{ADMIN_USER, Identity, write_token_file};
 pub use faults::{Fault, FaultOn, Faults, RequestKind, RequestRecord};
 pub use rbac::{PolicyRule, RbacConfig, RoleCopy};
-pub use status::{ApiError, FieldError, FieldProblem};
+pub use status::{
+    ApiError, FieldError, FieldProblem, SERVER_RETRY_AFTER_SECS, TOO_MANY_REQUESTS_BODY,
+};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
