@@ -5,6 +5,9 @@
 //! Services with get/list/watch/create/update/patch/delete, resourceVersion, validation,
 //! Status bodies, and fault injection.
 //!
+//! `crates/testbed/KUBE-STAND-IN.md` lists each behaviour copied from kube-apiserver with the
+//! source file that shows it and the test that checks it.
+//!
 //! It runs on its own thread with its own tokio runtime, so synchronous code can use it;
 //! dropping the [`ApiServer`] stops it.
 
