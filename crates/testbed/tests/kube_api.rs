@@ -1101,3 +1101,80 @@ fn other_kinds_are_404_until_created_then_stored_as_given() {
         "the Service and the Deployment"
     );
 }
+
+/// metav1 `ValidateLabels`: keys are qualified names (`[DNS-1123 subdomain/]name`, name at
+/// most 63 of alphanumerics, '-', '_', '.'), values at most 63 of the same or empty; a bad
+/// one is 422 at `metadata.labels`, for every kind, the Service included.
+#[test]
+fn labels_are_refused_as_kube_apiserver_refuses_them() {
+    let bed = Bed::new();
+    let create = |path: &str, labels: Value| {
+        as_admin(
+            &bed,
+            reqwest::Method::POST,
+            path,
+            Some(json!({
+                "metadata": {"name": "labelled", "labels": labels},
+                "spec": {"ports": [{"name": "rpc", "port": 6123}]},
+                "data": {},
+            })),
+        )
+    };
+    let good = json!({
+        "app.kubernetes.io/name": "flink",
+        "helm.sh/chart": "flink-ha-0.1.0",
+        "Empty_OK.1": "",
+        "v": "A-b_c.9",
+    });
+    let (code, body) = create("/api/v1/namespaces/flink/configmaps", good.clone());
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = create("/api/v1/namespaces/flink/services", good);
+    assert_eq!(code, 201, "{body}");
+
+    let too_long = "a".repeat(64);
+    let bad = [
+        (
+            json!({"-app": "x"}),
+            "\"-app\": name part must consist of alphanumeric",
+        ),
+        (
+            json!({"a/b/c": "x"}),
+            "\"a/b/c\": a qualified name must consist of",
+        ),
+        (
+            json!({"Example.com/x": "x"}),
+            "\"Example.com/x\": prefix part a lowercase RFC 1123 subdomain",
+        ),
+        (json!({"/x": "x"}), "\"/x\": prefix part must be non-empty"),
+        (json!({"x/": "x"}), "\"x/\": name part must be non-empty"),
+        (
+            json!({ too_long.clone(): "x" }),
+            "name part must be no more than 63 characters",
+        ),
+        (json!({"x": too_long}), "must be no more than 63 characters"),
+        (
+            json!({"x": "a b"}),
+            "\"a b\": a valid label must be an empty string or consist of",
+        ),
+        (
+            json!({"x": "-a"}),
+            "\"-a\": a valid label must be an empty string",
+        ),
+    ];
+    for (labels, expected) in bad {
+        for path in [
+            "/api/v1/namespaces/flink/configmaps",
+            "/api/v1/namespaces/flink/services",
+        ] {
+            let (code, body) = create(path, labels.clone());
+            assert_eq!(code, 422, "{labels} at {path}: {body}");
+            assert_status(&body, 422, "Invalid");
+            let message = body["message"].as_str().unwrap();
+            assert!(
+                message.contains("metadata.labels: Invalid value: ") && message.contains(expected),
+                "{labels} at {path}: {message}"
+            );
+            assert_eq!(body["details"]["causes"][0]["field"], "metadata.labels");
+        }
+    }
+}
