@@ -468,3 +468,64 @@ fn sigterm_ends_it_in_every_phase_of_start_up_and_of_once() {
         );
     }
 }
+
+#[test]
+fn a_writer_that_keeps_undoing_the_ports_is_repaired_at_a_slowing_pace() {
+    let bed = Bed::new(ApiServerConfig::default());
+    let jobmanager = FakeJobManager::start(Answer::ports(41040, 42040));
+    let listen = free_port();
+    let sidecar = Process::spawn(
+        "port-sync",
+        bed.port_sync(
+            &jobmanager.url(),
+            &[
+                "--interval",
+                "200ms",
+                "--listen",
+                &format!("127.0.0.1:{listen}"),
+            ],
+        ),
+        Echo::Quiet,
+    )
+    .unwrap();
+    bed.wait_holds(41040, 42040, &sidecar);
+    let patches_before = bed.patch_requests().len();
+
+    // The other writer: puts the chart's rpc port back whenever port-sync's is there, for 10 s
+    // (as a webhook or an `apply` loop would).
+    let fight = Duration::from_secs(10);
+    let until = std::time::Instant::now() + fight;
+    let mut reverts = 0;
+    while std::time::Instant::now() < until {
+        if bed.holds(41040, 42040) {
+            bed.api
+                .edit_service(NAMESPACE, SERVICE, |service| {
+                    service["spec"]["ports"][0]["port"] = json!(6123);
+                    service["spec"]["ports"][0]["targetPort"] = json!(6123);
+                })
+                .unwrap();
+            reverts += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let patches = bed.patch_requests().len() - patches_before;
+    eprintln!("{patches} patches for {reverts} reverts in {fight:?}");
+    // Repairs at once, then 1, 2, 4 s later: 5 or 6 in 10 s (undamped: one per revert, hundreds).
+    assert!(
+        (4..=8).contains(&patches),
+        "{patches} patches for {reverts} reverts in {fight:?}\n{}",
+        sidecar.output()
+    );
+    let metrics = http_get(listen, "/metrics");
+    assert!(
+        metrics.lines().any(|l| l
+            .strip_prefix("port_sync_reverted_total ")
+            .is_some_and(|n| n.parse::<u64>().unwrap() >= 4)),
+        "{metrics}"
+    );
+    let warnings = sidecar
+        .stderr()
+        .matches("another writer keeps undoing our ports")
+        .count();
+    assert_eq!(warnings, 1, "{}", sidecar.output());
+}
