@@ -276,7 +276,7 @@ fn by_default_zk_wait_waits_for_the_rendered_ensemble_and_port_sync_syncs_the_re
     );
     assert_eq!(service_port_names(&service), ["rpc", "blob", "rest"]);
     assert_eq!(port_sync.namespace, None, "the pod's own namespace");
-    assert_eq!(port_sync.jobmanager_url.host_str(), Some("127.0.0.1"));
+    assert_eq!(port_sync.jobmanager_url.host(), "127.0.0.1");
     assert_eq!(
         port_sync.jobmanager_url.port().map(|port| port.to_string()),
         installed.flink_setting("rest.port")
@@ -706,10 +706,7 @@ fn the_helm_test_pod_runs_zk_wait_once_and_port_sync_once_as_a_dry_run() {
     let port_sync = parse_port_sync(container(spec, "containers", "service-in-sync"));
     assert!(port_sync.once && port_sync.dry_run);
     assert_eq!(port_sync.service, JOBMANAGER_SERVICE);
-    assert_eq!(
-        port_sync.jobmanager_url.host_str(),
-        Some(JOBMANAGER_SERVICE)
-    );
+    assert_eq!(port_sync.jobmanager_url.host(), JOBMANAGER_SERVICE);
     assert_eq!(
         spec["serviceAccountName"],
         installed.pod_spec("jobmanager")["serviceAccountName"]
