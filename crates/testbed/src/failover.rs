@@ -9,8 +9,8 @@
 //! Kubernetes API server, and the forwarder playing kube-proxy.
 
 use crate::flink::{
-    ExactlyOnce, Flink, JobManager, JobManagerConfig, StreamingJob, TaskManager,
-    TaskManagerConfig, restored_checkpoint,
+    ExactlyOnce, Flink, JobManager, JobManagerConfig, StreamingJob, TaskManager, TaskManagerConfig,
+    restored_checkpoint,
 };
 use crate::forwarder::{Forwarder, ForwarderConfig};
 use crate::kube_api::ApiServerConfig;
@@ -57,6 +57,10 @@ pub struct FailoverConfig {
     pub checkpoints_before_kill: u64,
     /// Flink settings for every process, after the test bed's own (the levers measured).
     pub flink_settings: Vec<(String, String)>,
+    /// ZooKeeper's tickTime: the server clamps a session timeout to [2, 20] ticks, so this
+    /// bounds how long the old JobManager's session outlives its kill (500 ms: at most 10 s;
+    /// the chart's 2000 ms: at most 40 s).
+    pub zookeeper_tick_ms: u32,
     pub echo: Echo,
 }
 
@@ -68,6 +72,7 @@ impl FailoverConfig {
             rate: 2_000,
             checkpoints_before_kill: 2,
             flink_settings: Vec::new(),
+            zookeeper_tick_ms: 500,
             echo: Echo::Quiet,
         }
     }
@@ -77,6 +82,9 @@ impl FailoverConfig {
 /// run's limit).
 #[derive(Debug, Clone, Default)]
 pub struct Milestones {
+    /// The new JobManager's REST socket answers at all (503 while it waits for leadership):
+    /// its JVM is up.
+    pub jobmanager_up: Option<Duration>,
     /// `/jobmanager/config` answers 200: the new JobManager leads.
     pub leader: Option<Duration>,
     /// The Service lists the new JobManager's live ports (port-sync and pinned variants).
@@ -109,6 +117,43 @@ pub struct FailoverReport {
 /// How long any one wait of a run may take before the run fails.
 const LIMIT: Duration = Duration::from_secs(120);
 
+impl FailoverReport {
+    /// What happened after the kill, in a few lines for a person: how long the job was down
+    /// and where the time went, the checkpoint it resumed from, and the output's verdict.
+    pub fn story(&self) -> Vec<String> {
+        let at = |value: Option<Duration>| {
+            value.map_or_else(
+                || "never".to_owned(),
+                |d| format!("{:.1}s", d.as_secs_f64()),
+            )
+        };
+        let m = &self.milestones;
+        vec![
+            format!(
+                "the job was down {} ({}): the new JobManager's JVM answered at {}, led at {}                  (ZooKeeper expired the killed one's session, which held the leadership), the                  Service was right at {}, the job RUNNING again at {}, its first checkpoint                  after the restore at {}; the TaskManager registered at {} ({} registration                  error-delay(s) waited out)",
+                at(m.job_running),
+                self.variant,
+                at(m.jobmanager_up),
+                at(m.leader),
+                at(m.service_right),
+                at(m.job_running),
+                at(m.first_checkpoint),
+                at(m.taskmanager_registered),
+                self.registration_error_delays
+            ),
+            match (self.restored_checkpoint, &self.restore_line) {
+                (Some(id), Some(line)) => format!(
+                    "resumed from checkpoint {id} ({} completed before the kill): {}",
+                    self.checkpoints_before_kill,
+                    line.trim()
+                ),
+                _ => "NOT resumed from a checkpoint: the job started from scratch".to_owned(),
+            },
+            format!("output: {} ({})", self.exactly_once, self.final_state),
+        ]
+    }
+}
+
 /// Runs the scenario once. Every process it starts is stopped when it returns.
 pub fn run(flink: &Flink, config: &FailoverConfig) -> Result<FailoverReport, String> {
     let context = |what: &'static str| move |error: std::io::Error| format!("{what}: {error}");
@@ -124,8 +169,11 @@ pub fn run(flink: &Flink, config: &FailoverConfig) -> Result<FailoverReport, Str
         &work.path().join("output"),
     )
     .map_err(context("compile the streaming job"))?;
-    let zookeeper = Ensemble::start_standalone(EnsembleConfig::standalone())
-        .map_err(context("start ZooKeeper"))?;
+    let zookeeper = Ensemble::start_standalone(EnsembleConfig {
+        tick_ms: config.zookeeper_tick_ms,
+        ..EnsembleConfig::standalone()
+    })
+    .map_err(context("start ZooKeeper"))?;
     let addresses = Addresses::random();
     let rest_port = free_port();
     let behind_service = !matches!(config.variant, Variant::PodIp);
@@ -213,7 +261,8 @@ pub fn run(flink: &Flink, config: &FailoverConfig) -> Result<FailoverReport, Str
 
     let before_kill = wait_for(LIMIT, "checkpoints before the kill", || {
         let status = job_status(&jobmanager)?;
-        (status.state == "RUNNING" && status.completed_checkpoints >= config.checkpoints_before_kill)
+        (status.state == "RUNNING"
+            && status.completed_checkpoints >= config.checkpoints_before_kill)
             .then_some(status.completed_checkpoints)
     })
     .map_err(|error| format!("{error}\n{}", tail(&jobmanager.log())))?;
@@ -238,7 +287,9 @@ pub fn run(flink: &Flink, config: &FailoverConfig) -> Result<FailoverReport, Str
         },
     )
     .map_err(|error| format!("{error}\n{}", tail(&jobmanager.log())))?;
-    let exactly_once = job.judge_output().map_err(context("read the job's output"))?;
+    let exactly_once = job
+        .judge_output()
+        .map_err(context("read the job's output"))?;
     let taskmanager_log = taskmanager.log();
     let jobmanager_log = jobmanager.log();
     let restored = restored_checkpoint(&jobmanager_log);
@@ -256,6 +307,34 @@ pub fn run(flink: &Flink, config: &FailoverConfig) -> Result<FailoverReport, Str
     })
 }
 
+/// The recovery settings of the chart's `flinkConfiguration` (ZooKeeper client timeouts and
+/// the TaskManagers' registration timing), from the text of its values.yaml: what the chart
+/// renders into every Flink pod's configuration, so the drill can measure recovery with it.
+pub fn chart_recovery_settings(values_yaml: &str) -> Result<Vec<(String, String)>, String> {
+    let values: serde_json::Value = serde_norway::from_str(values_yaml)
+        .map_err(|error| format!("the chart's values.yaml does not parse: {error}"))?;
+    let configuration = values
+        .get("flinkConfiguration")
+        .and_then(serde_json::Value::as_object)
+        .ok_or("the chart's values.yaml has no flinkConfiguration map")?;
+    Ok(configuration
+        .iter()
+        .filter(|(key, _)| {
+            key.starts_with("cluster.registration.")
+                || key.starts_with("high-availability.zookeeper.client.")
+        })
+        .map(|(key, value)| {
+            let text = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            (key.clone(), text)
+        })
+        .collect())
+}
+
+/// The chart's ZooKeeper `tickTime` (in its zoo.cfg template).
+pub const CHART_ZOOKEEPER_TICK_MS: u32 = 2000;
+
 /// Polls every 50 ms until every milestone is seen or the limit passes.
 fn watch_recovery(
     jobmanager: &JobManager,
@@ -270,6 +349,12 @@ fn watch_recovery(
         }
     };
     while killed.elapsed() < LIMIT {
+        if seen.jobmanager_up.is_none() {
+            mark(
+                &mut seen.jobmanager_up,
+                jobmanager.rest_get("/jobmanager/config").is_ok(),
+            );
+        }
         let live_ports = jobmanager.live_ports().ok();
         mark(&mut seen.leader, live_ports.is_some());
         if let (Some((rpc, blob)), Some(bed)) = (live_ports, bed) {
@@ -377,6 +462,20 @@ fn tail(log: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_charts_recovery_settings_are_read_from_its_values() {
+        let values = include_str!("../../../helm/flink-ha/values.yaml");
+        let settings = chart_recovery_settings(values).unwrap();
+        let keys: Vec<&str> = settings.iter().map(|(key, _)| key.as_str()).collect();
+        assert!(
+            keys.contains(&"high-availability.zookeeper.client.session-timeout")
+                && keys.contains(&"cluster.registration.error-delay"),
+            "{settings:?}"
+        );
+        assert!(!keys.contains(&"parallelism.default"), "{settings:?}");
+        assert!(chart_recovery_settings("flinkConfiguration: 3").is_err());
+    }
 
     #[test]
     fn counts_the_taskmanagers_waits_for_the_resource_manager() {

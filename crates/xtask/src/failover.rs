@@ -13,13 +13,21 @@ use testbed::failover::{self, FailoverConfig, FailoverReport, Milestones, Varian
 use testbed::flink::{DEFAULT_VERSION, Flink};
 use testbed::process::stop_children_on_signal;
 
-pub fn run(runs: usize, variants: &[String], settings: &[String]) -> Result {
+pub fn run(runs: usize, variants: &[String], settings: &[String], chart: bool) -> Result {
     stop_children_on_signal();
     install::debian_packages(&[install::ZOOKEEPER])?;
     install::flink()?;
     let port_sync = build_debug_binary("port-sync")?;
     let flink = Flink::install(DEFAULT_VERSION).map_err(|error| error.to_string())?;
-    let flink_settings = settings
+    let mut flink_settings = if chart {
+        let values = crate::run::workspace_root().join("helm/flink-ha/values.yaml");
+        let text = std::fs::read_to_string(&values)
+            .map_err(|error| format!("read {}: {error}", values.display()))?;
+        failover::chart_recovery_settings(&text)?
+    } else {
+        Vec::new()
+    };
+    let given = settings
         .iter()
         .map(|setting| {
             setting
@@ -28,6 +36,12 @@ pub fn run(runs: usize, variants: &[String], settings: &[String]) -> Result {
                 .ok_or_else(|| format!("--flink-setting {setting:?}: expected KEY=VALUE"))
         })
         .collect::<Result<Vec<_>>>()?;
+    flink_settings.extend(given);
+    let zookeeper_tick_ms = if chart {
+        failover::CHART_ZOOKEEPER_TICK_MS
+    } else {
+        FailoverConfig::new(Variant::PodIp).zookeeper_tick_ms
+    };
     let variants = variants
         .iter()
         .map(|name| match name.as_str() {
@@ -46,6 +60,7 @@ pub fn run(runs: usize, variants: &[String], settings: &[String]) -> Result {
             eprintln!("==> failover run {round}/{runs}: {}", variant.name());
             let config = FailoverConfig {
                 flink_settings: flink_settings.clone(),
+                zookeeper_tick_ms,
                 ..FailoverConfig::new(variant.clone())
             };
             let report = failover::run(&flink, &config)?;
@@ -56,11 +71,16 @@ pub fn run(runs: usize, variants: &[String], settings: &[String]) -> Result {
 
     println!(
         "\nJobManager failover of a streaming job (Flink {DEFAULT_VERSION} application mode, \
-         ZooKeeper session 10 s, {runs} runs each{}): seconds from the SIGKILL, median (min-max)\n",
+         ZooKeeper tickTime {zookeeper_tick_ms} ms, {runs} runs each{}): seconds from the \
+         SIGKILL, median (min-max)\n",
         if flink_settings.is_empty() {
             String::new()
         } else {
-            format!(", with {}", settings.join(", "))
+            let shown: Vec<String> = flink_settings
+                .iter()
+                .map(|(key, value)| format!("{key}: {value}"))
+                .collect();
+            format!(", with {}", shown.join(", "))
         }
     );
     println!(

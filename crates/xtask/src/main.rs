@@ -102,6 +102,10 @@ enum Task {
         /// levers measured, e.g. `cluster.registration.error-delay=1 s`.
         #[arg(long = "flink-setting")]
         flink_settings: Vec<String>,
+        /// Recover with the chart's configuration: its flinkConfiguration's recovery settings
+        /// (ZooKeeper client timeouts, registration delays) and its ZooKeeper tickTime.
+        #[arg(long)]
+        chart: bool,
     },
     /// Run each cargo-fuzz target (crates/fuzz) for a bounded time; fail on any crash.
     Fuzz {
@@ -142,7 +146,8 @@ fn main() -> ExitCode {
             runs,
             variants,
             flink_settings,
-        } => failover::run(runs, &variants, &flink_settings),
+            chart,
+        } => failover::run(runs, &variants, &flink_settings, chart),
         Task::ZookeeperVersions { versions } => zookeeper_versions::run(versions),
         Task::Load {
             instances,

@@ -3,7 +3,7 @@
 //! port), as the chart's TaskManagers do.
 
 use super::Flink;
-use super::daemon::{Launch, Daemon, Ha, SMALL_JVM_OPTIONS};
+use super::daemon::{Daemon, Ha, Launch, SMALL_JVM_OPTIONS};
 use super::jobmanager::JobManager;
 use crate::process::Echo;
 use std::io;
