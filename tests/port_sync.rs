@@ -8,6 +8,7 @@
 use e2e::kube_bed::{Bed, LIMIT, NAMESPACE, SERVICE, USER};
 use e2e::{Finished, run};
 use serde_json::json;
+use std::path::Path;
 use std::time::Duration;
 use testbed::fake_jobmanager::{Answer, FakeJobManager, config_json};
 use testbed::kube_api::{ApiServerConfig, Fault, FaultOn};
@@ -205,6 +206,9 @@ fn the_loop_follows_the_jobmanager_repairs_outside_edits_and_stops_on_sigterm() 
         metrics.contains("port_sync_jobmanager_reachable 1"),
         "{metrics}"
     );
+    // Prometheus' own linter on the exposition (the body after the headers).
+    let body = metrics.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    e2e::promtool(&["check", "metrics"], Path::new("."), body);
     assert!(http_get(listen, "/healthz").starts_with("HTTP/1.1 200"));
 
     sidecar.signal("TERM").unwrap();

@@ -3,6 +3,7 @@
 
 mod bench_port_sync;
 mod bench_zk_wait;
+mod checkers;
 mod demo;
 mod failover;
 mod fuzz;
@@ -35,6 +36,9 @@ enum Task {
     Demo,
     /// Build the container image (both binaries, FROM scratch) with podman.
     Image,
+    /// The chart, image and RBAC manifests judged by their users' tools: kubernetes-validate,
+    /// checkov, yamllint, hadolint, kubectl kustomize (installed when missing).
+    Checkers,
     /// port-sync against a real JobManager of each Flink version (1.18 - 2.3): live ports
     /// synced, a restart followed; prints a table, fails if any version fails.
     Matrix {
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
         Task::Test => test::run(),
         Task::Demo => demo::run(),
         Task::Image => image::run(),
+        Task::Checkers => checkers::run(),
         Task::Matrix { versions } => matrix::run(versions),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Failover {
