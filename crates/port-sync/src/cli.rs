@@ -1,6 +1,7 @@
 //! The command line, a contract: the Helm chart, the demo and users drive port-sync through it.
 //! Public so that the chart's tests parse rendered arguments with these very definitions.
 
+use crate::flink::JobManagerUrl;
 use crate::ports::PortMapping;
 use clap::builder::BoolishValueParser;
 use clap::error::ErrorKind;
@@ -47,7 +48,7 @@ pub struct Cli {
     /// Flink's REST endpoint (http or https; a path prefix is kept).
     #[arg(long, env = "PORT_SYNC_JOBMANAGER_URL", value_name = "URL",
           default_value = "http://127.0.0.1:8081", value_parser = jobmanager_url)]
-    pub jobmanager_url: reqwest::Url,
+    pub jobmanager_url: JobManagerUrl,
 
     /// PEM file of the CA(s) to trust, alone, for an https --jobmanager-url. Default: the
     /// system's trust store.
@@ -155,31 +156,8 @@ fn dns_label(text: &str) -> Result<String, String> {
     }
 }
 
-fn jobmanager_url(text: &str) -> Result<reqwest::Url, String> {
-    let example = "e.g. http://127.0.0.1:8081";
-    if !text.contains("://") {
-        return Err(format!(
-            "{text:?} has no scheme; use http or https, e.g. http://{text}"
-        ));
-    }
-    let url: reqwest::Url = text
-        .parse()
-        .map_err(|error| format!("{text:?} is not a URL ({error}); {example}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "{text:?} has scheme {:?}; use http or https, {example}",
-            url.scheme()
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{text:?} has no host; {example}"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "{text:?} carries credentials, which would show in logs; Flink's REST API takes none"
-        ));
-    }
-    Ok(url)
+fn jobmanager_url(text: &str) -> Result<JobManagerUrl, String> {
+    text.parse()
 }
 
 fn listen_address(text: &str) -> Result<SocketAddr, String> {
@@ -203,7 +181,7 @@ mod tests {
         let cli = Cli::try_parse_checked_from(["port-sync", "--service", "flink-jm"]).unwrap();
         assert_eq!(cli.service, "flink-jm");
         assert_eq!(cli.namespace, None);
-        assert_eq!(cli.jobmanager_url.as_str(), "http://127.0.0.1:8081/");
+        assert_eq!(cli.jobmanager_url.to_string(), "http://127.0.0.1:8081/");
         assert_eq!(cli.jobmanager_ca, None);
         assert_eq!(
             cli.ports,
@@ -312,7 +290,7 @@ mod tests {
         for expected in [
             r#"service: "flink-jm""#,
             r#"namespace: Some("flink")"#,
-            "host: Some(Ipv4(10.0.0.1)), port: Some(8081)",
+            "jobmanager_url: JobManagerUrl(http://10.0.0.1:8081/)",
             r#"jobmanager_ca: Some("/ca.pem")"#,
             r#"PortMapping { port_name: "rpc", flink_key: "jobmanager.rpc.port" }"#,
             r#"PortMapping { port_name: "blob", flink_key: "blob.server.port" }"#,
@@ -356,6 +334,8 @@ mod tests {
             ("--jobmanager-url", "127.0.0.1:8081", "use http or https"),
             ("--jobmanager-url", "http://", "not a URL"),
             ("--jobmanager-url", "ftp://jm:8081", "use http or https"),
+            ("--jobmanager-url", "http://jm:80 81", "not a URL"),
+            ("--jobmanager-url", "http://:8081", "no host"),
             (
                 "--jobmanager-url",
                 "http://u:p@jm:8081",

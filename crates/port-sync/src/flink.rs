@@ -2,17 +2,39 @@
 //! `{"key": …, "value": …}`) turned into the ports the Service should have. `parse_config` is
 //! pure; `JobManager` is the thin HTTP edge that fetches the body with bounded time and size.
 
-use crate::ports::{DesiredPorts, PortMapping};
+use crate::ports::{DesiredPorts, PortMapping, PortPair};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Flink's answer is a few KiB; a body near this cap is not the config endpoint.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Bounds on each request: the JobManager is on the same pod, so anything slower is a hang.
+/// Connecting (TCP); then each wait for bytes of the answer (its head, counted from the start
+/// of the request, then each piece of its body); and the whole exchange.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const READ_TIMEOUT: Duration = Duration::from_secs(3);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which bound of a request fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    /// No TCP connection within `CONNECT_TIMEOUT`.
+    Connect,
+    /// No bytes of the answer for `READ_TIMEOUT`.
+    Read,
+    /// The whole exchange took longer than `REQUEST_TIMEOUT`.
+    Request,
+}
 
 /// Why the body of `/jobmanager/config` gave no ports. Each message names the key and the
 /// value it saw and what was expected; nothing is patched from such an answer.
@@ -97,8 +119,11 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Finds each mapped key in the body of `GET /jobmanager/config` and reads its value as a port.
-/// Flink reports values as strings ("44215"); a JSON number is taken too.
+/// Finds each mapped key in the body of `GET /jobmanager/config` and reads its value as a port:
+/// the port Flink advertises. Where Flink has a bind-port setting for that key
+/// ([`PortMapping::bind_key`]) and it is set, the server listens there instead, and that is the
+/// target port; otherwise it listens on the advertised port. Flink reports values as strings
+/// ("44215"); a JSON number is taken too.
 pub fn parse_config(body: &[u8], mappings: &[PortMapping]) -> Result<DesiredPorts, ConfigError> {
     let document: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
         let start = excerpt(body);
@@ -122,7 +147,14 @@ pub fn parse_config(body: &[u8], mappings: &[PortMapping]) -> Result<DesiredPort
                 port_name: mapping.port_name.clone(),
             })?;
         let port = parse_port(&mapping.flink_key, value)?;
-        desired.insert(&mapping.port_name, port);
+        let target_port = match mapping.bind_key() {
+            Some(bind_key) => match find_value(entries, bind_key)? {
+                Some(bind_value) => parse_port(bind_key, bind_value)?,
+                None => port,
+            },
+            None => port,
+        };
+        desired.insert_pair(&mapping.port_name, PortPair { port, target_port });
     }
     Ok(desired)
 }
@@ -215,7 +247,7 @@ pub enum FetchError {
         detail: String,
         ca_file: Option<PathBuf>,
     },
-    Timeout,
+    Timeout(TimeoutKind),
     Status {
         code: u16,
         start: String,
@@ -281,10 +313,22 @@ impl fmt::Display for FetchError {
                 detail,
                 ..
             } => write!(f, "the JobManager's TLS certificate is refused: {detail}"),
-            FetchError::Timeout => write!(
+            FetchError::Timeout(TimeoutKind::Connect) => write!(
                 f,
-                "the JobManager did not answer within {}s",
-                REQUEST_TIMEOUT.as_secs()
+                "the JobManager did not accept a connection within {:?} (connect timeout)",
+                CONNECT_TIMEOUT
+            ),
+            FetchError::Timeout(TimeoutKind::Read) => write!(
+                f,
+                "the JobManager did not answer within {:?} (read timeout: it took the \
+                 connection but sent nothing, or stopped in the middle of its answer)",
+                READ_TIMEOUT
+            ),
+            FetchError::Timeout(TimeoutKind::Request) => write!(
+                f,
+                "the JobManager did not answer within {:?} in all (request timeout: its answer \
+                 came, but too slowly)",
+                REQUEST_TIMEOUT
             ),
             FetchError::Status { code, start } => write!(
                 f,
@@ -332,61 +376,142 @@ impl fmt::Display for SetupError {
 
 impl std::error::Error for SetupError {}
 
+/// `--jobmanager-url`: an http or https URL with a host, no credentials; a path prefix (for a
+/// REST endpoint behind a proxy) is kept, a query or fragment dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobManagerUrl(http::Uri);
+
+impl JobManagerUrl {
+    pub fn path(&self) -> &str {
+        self.0.path()
+    }
+
+    /// The host as written (an IPv6 address in brackets).
+    pub fn host(&self) -> &str {
+        self.0.host().unwrap_or_default()
+    }
+
+    /// The port as written; `None`: the scheme's default.
+    pub fn port(&self) -> Option<u16> {
+        self.0.port_u16()
+    }
+
+    /// `http://h:8081` and `http://h:8081/` give `http://h:8081/jobmanager/config`;
+    /// `https://h/flink` gives `https://h/flink/jobmanager/config`.
+    pub fn config_url(&self) -> http::Uri {
+        let mut parts = self.0.clone().into_parts();
+        let prefix = self.0.path().trim_end_matches('/');
+        parts.path_and_query = Some(
+            format!("{prefix}/jobmanager/config")
+                .parse()
+                .expect("a valid path with a plain suffix is a valid path"),
+        );
+        http::Uri::from_parts(parts).expect("scheme and authority are kept")
+    }
+}
+
+impl fmt::Display for JobManagerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for JobManagerUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let example = "e.g. http://127.0.0.1:8081";
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return Err(format!(
+                "{text:?} has no scheme; use http or https, e.g. http://{text}"
+            ));
+        };
+        if !matches!(scheme, "http" | "https") {
+            return Err(format!(
+                "{text:?} has scheme {scheme:?}; use http or https, {example}"
+            ));
+        }
+        // Flink's REST paths never carry a query or fragment; the URL's are dropped.
+        let without_fragment = rest.split('#').next().unwrap_or_default();
+        let uri: http::Uri = format!("{scheme}://{without_fragment}")
+            .parse()
+            .map_err(|error| format!("{text:?} is not a URL ({error}); {example}"))?;
+        let Some(authority) = uri.authority() else {
+            return Err(format!("{text:?} is not a URL (it has no host); {example}"));
+        };
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "{text:?} carries credentials, which would show in logs; Flink's REST API takes none"
+            ));
+        }
+        if authority.host().is_empty() {
+            return Err(format!("{text:?} is not a URL (it has no host); {example}"));
+        }
+        let mut parts = uri.into_parts();
+        let path = parts
+            .path_and_query
+            .as_ref()
+            .map_or("/", |path_and_query| path_and_query.path())
+            .to_owned();
+        parts.path_and_query = Some(
+            path.parse()
+                .map_err(|error| format!("{text:?} is not a URL ({error}); {example}"))?,
+        );
+        http::Uri::from_parts(parts)
+            .map(Self)
+            .map_err(|error| format!("{text:?} is not a URL ({error}); {example}"))
+    }
+}
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
 /// The JobManager's REST endpoint, with a client bounded in time and body size.
 #[derive(Debug, Clone)]
 pub struct JobManager {
-    client: reqwest::Client,
-    config_url: reqwest::Url,
+    client: HttpsClient,
+    config_url: http::Uri,
     /// `--jobmanager-ca`, named when the JobManager's certificate is refused.
     ca_file: Option<PathBuf>,
 }
 
 impl JobManager {
-    /// `base` is `--jobmanager-url` (a path prefix is kept, for a REST endpoint behind a
-    /// proxy); `ca_file` is a PEM bundle that alone is trusted for an https URL.
-    pub fn new(base: &reqwest::Url, ca_file: Option<&Path>) -> Result<Self, SetupError> {
-        // reqwest is built without a crypto provider of its own so that it shares kube's
-        // (ring); installing it is idempotent and fails only when one is already installed.
+    /// `base` is `--jobmanager-url`; `ca_file` is a PEM bundle that alone is trusted for an
+    /// https URL (without it: the system's trust store, as kube's client uses).
+    pub fn new(base: &JobManagerUrl, ca_file: Option<&Path>) -> Result<Self, SetupError> {
+        // Our TLS shares kube's crypto provider (ring); installing it is idempotent and fails
+        // only when one is already installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("port-sync/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = ca_file {
-            let pem = std::fs::read(path).map_err(|error| {
-                SetupError(format!(
-                    "--jobmanager-ca {}: cannot read it: {error}",
-                    path.display()
-                ))
-            })?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
-                SetupError(format!(
-                    "--jobmanager-ca {}: not a PEM certificate bundle: {error}",
-                    path.display()
-                ))
-            })?;
-            if certificates.is_empty() {
-                return Err(SetupError(format!(
-                    "--jobmanager-ca {}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                    path.display()
-                )));
+        let tls = match ca_file {
+            Some(path) => rustls::ClientConfig::builder()
+                .with_root_certificates(trusted_roots(path)?)
+                .with_no_client_auth(),
+            None => {
+                use rustls_platform_verifier::BuilderVerifierExt;
+                rustls::ClientConfig::builder()
+                    .with_platform_verifier()
+                    .map_err(|error| {
+                        SetupError(format!("cannot read the system's trust store: {error}"))
+                    })?
+                    .with_no_client_auth()
             }
-            builder = builder.tls_certs_only(certificates);
-        }
-        let client = builder
-            .build()
-            .map_err(|error| SetupError(format!("cannot set up the JobManager client: {error}")))?;
+        };
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        tcp.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
         Ok(Self {
-            client,
-            config_url: config_url(base),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            config_url: base.config_url(),
             ca_file: ca_file.map(Path::to_owned),
         })
     }
 
-    pub fn config_url(&self) -> &reqwest::Url {
+    pub fn config_url(&self) -> &http::Uri {
         &self.config_url
     }
 
@@ -399,33 +524,46 @@ impl JobManager {
         parse_config(&body, mappings).map_err(JobManagerError::Config)
     }
 
-    /// `GET /jobmanager/config`, the body read up to `MAX_BODY_BYTES`.
+    /// `GET /jobmanager/config`, the body read up to `MAX_BODY_BYTES`, within the bounds.
     pub async fn fetch_config(&self) -> Result<Vec<u8>, FetchError> {
-        let mut response = self
-            .client
-            .get(self.config_url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
+        tokio::time::timeout(REQUEST_TIMEOUT, self.exchange())
             .await
+            .unwrap_or(Err(FetchError::Timeout(TimeoutKind::Request)))
+    }
+
+    async fn exchange(&self) -> Result<Vec<u8>, FetchError> {
+        let request = http::Request::get(self.config_url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .header(
+                http::header::USER_AGENT,
+                concat!("port-sync/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Empty::new())
+            .expect("a GET of a valid URI with constant headers is a valid request");
+        let response = read_within(self.client.request(request))
+            .await?
             .map_err(|error| self.fetch_error(&error))?;
-        if response
-            .content_length()
-            .is_some_and(|length| length > MAX_BODY_BYTES as u64)
-        {
+        let too_large = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|length| length.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|length| length > MAX_BODY_BYTES as u64);
+        if too_large {
             return Err(FetchError::TooLarge);
         }
+        let status = response.status();
+        let mut incoming = response.into_body();
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|error| self.fetch_error(&error))?
-        {
+        while let Some(frame) = read_within(incoming.frame()).await? {
+            let frame = frame.map_err(|error| self.fetch_error(&error))?;
+            let Ok(chunk) = frame.into_data() else {
+                continue; // trailers
+            };
             if body.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(FetchError::TooLarge);
             }
             body.extend_from_slice(&chunk);
         }
-        let status = response.status();
         if !status.is_success() {
             return Err(FetchError::Status {
                 code: status.as_u16(),
@@ -434,36 +572,79 @@ impl JobManager {
         }
         Ok(body)
     }
-}
 
-/// `http://h:8081` and `http://h:8081/` give `http://h:8081/jobmanager/config`;
-/// `https://h/flink` gives `https://h/flink/jobmanager/config`.
-pub fn config_url(base: &reqwest::Url) -> reqwest::Url {
-    let mut url = base.clone();
-    let path = url.path().trim_end_matches('/').to_owned();
-    url.set_path(&format!("{path}/jobmanager/config"));
-    url.set_query(None);
-    url.set_fragment(None);
-    url
-}
-
-impl JobManager {
-    fn fetch_error(&self, error: &reqwest::Error) -> FetchError {
-        if error.is_timeout() {
-            return FetchError::Timeout;
+    fn fetch_error(&self, error: &(dyn std::error::Error + 'static)) -> FetchError {
+        if connect_timed_out(error) {
+            return FetchError::Timeout(TimeoutKind::Connect);
         }
         failure_of(error, self.ca_file.as_deref())
     }
 }
 
-/// A failed request as a `FetchError`, from its chain of causes. reqwest's own message
-/// ("error sending request for url …") hides the cause; the innermost source ("Connection
+/// `work`, or a read timeout when it brings nothing for `READ_TIMEOUT`.
+async fn read_within<T>(work: impl Future<Output = T>) -> Result<T, FetchError> {
+    tokio::time::timeout(READ_TIMEOUT, work)
+        .await
+        .map_err(|_| FetchError::Timeout(TimeoutKind::Read))
+}
+
+/// The roots of `--jobmanager-ca`: every certificate of the PEM bundle, and at least one.
+fn trusted_roots(path: &Path) -> Result<rustls::RootCertStore, SetupError> {
+    let problem = |what: String| SetupError(format!("--jobmanager-ca {}: {what}", path.display()));
+    let pem = std::fs::read(path).map_err(|error| problem(format!("cannot read it: {error}")))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| problem(format!("not a PEM certificate bundle: {error}")))?;
+    if certificates.is_empty() {
+        return Err(problem(
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in certificates {
+        roots.add(certificate).map_err(|error| {
+            problem(format!(
+                "holds a certificate that is not a valid CA: {error}"
+            ))
+        })?;
+    }
+    Ok(roots)
+}
+
+/// A TCP connect that ran out of `CONNECT_TIMEOUT`: hyper-util's connector reports it as an
+/// `io::Error` of kind `TimedOut` among the causes.
+fn connect_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    causes(error).any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    })
+}
+
+/// `error` and its causes, outermost first. An `io::Error` that wraps another error hands it
+/// out only by `get_ref` (its `source()` skips it), so that is followed first.
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |cause| {
+        let wrapped = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        wrapped.or_else(|| cause.source())
+    })
+}
+
+/// A failed request as a `FetchError`, from its chain of causes. The client's own message
+/// ("client error (Connect)") hides the cause; the innermost source ("Connection
 /// refused", "invalid peer certificate: UnknownIssuer") is what helps, and a refused
 /// certificate gets the advice that fits.
 fn failure_of(error: &(dyn std::error::Error + 'static), ca_file: Option<&Path>) -> FetchError {
-    let mut cause = error;
-    loop {
-        if let Some(rustls::Error::InvalidCertificate(certificate)) = tls_error_in(cause) {
+    let mut innermost = error;
+    for cause in causes(error) {
+        if let Some(rustls::Error::InvalidCertificate(certificate)) =
+            cause.downcast_ref::<rustls::Error>()
+        {
             let problem = match certificate {
                 rustls::CertificateError::UnknownIssuer
                 | rustls::CertificateError::BadSignature => CertificateProblem::NotTrusted,
@@ -479,22 +660,9 @@ fn failure_of(error: &(dyn std::error::Error + 'static), ca_file: Option<&Path>)
                 ca_file: ca_file.map(Path::to_owned),
             };
         }
-        match cause.source() {
-            Some(inner) => cause = inner,
-            None => return FetchError::Unreachable(cause.to_string()),
-        }
+        innermost = cause;
     }
-}
-
-/// The rustls error `cause` is, or carries: the TLS stream reports it inside an `io::Error`
-/// (which hyper-util wraps in another), and `io::Error::source()` skips what it wraps.
-fn tls_error_in<'a>(mut cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    loop {
-        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        cause = cause.downcast_ref::<std::io::Error>()?.get_ref()?;
-    }
+    FetchError::Unreachable(innermost.to_string())
 }
 
 #[cfg(test)]
@@ -517,6 +685,60 @@ mod tests {
         assert_eq!(
             desired,
             DesiredPorts::from([("rpc", 44215), ("blob", 33533)])
+        );
+    }
+
+    /// Captured by `PORT_SYNC_CAPTURE_DIR=tests/fixtures/flink-2.3.0 cargo nextest run -p e2e
+    /// --test port_sync_flink -E 'test(the_service_targets)'` (tests/fixtures/README.md).
+    fn bind_port_capture(case: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../../tests/fixtures/flink-2.3.0/jobmanager-config-{case}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
+    }
+
+    fn rpc_pair(case: &str) -> Option<PortPair> {
+        parse_config(&bind_port_capture(case), &rpc_and_blob())
+            .unwrap()
+            .pair("rpc")
+    }
+
+    #[test]
+    fn without_a_bind_port_flink_listens_on_the_port_it_advertises() {
+        assert_eq!(rpc_pair("no-bind-port"), Some(PortPair::same(45513)));
+    }
+
+    #[test]
+    fn with_a_bind_port_and_the_ha_port_at_its_default_flink_advertises_the_bind_port() {
+        assert_eq!(
+            rpc_pair("bind-port-ha-port-default"),
+            Some(PortPair::same(45213))
+        );
+    }
+
+    #[test]
+    fn with_a_bind_port_and_a_pinned_ha_range_the_target_is_the_bind_port() {
+        assert_eq!(
+            rpc_pair("bind-port-ha-range"),
+            Some(PortPair {
+                port: 42601,
+                target_port: 45151
+            })
+        );
+        // The blob server has no bind port: it listens on what it reports.
+        let desired = parse_config(&bind_port_capture("bind-port-ha-range"), &rpc_and_blob());
+        assert_eq!(desired.unwrap().pair("blob"), Some(PortPair::same(37809)));
+    }
+
+    #[test]
+    fn a_bad_bind_port_names_the_bind_port_key() {
+        let body = br#"[{"key":"jobmanager.rpc.port","value":"6123"},
+                        {"key":"jobmanager.rpc.bind-port","value":"none"}]"#;
+        let error = parse_config(body, &rpc_and_blob()[..1]).unwrap_err();
+        assert!(
+            matches!(&error, ConfigError::NotAPort { key, .. } if key == "jobmanager.rpc.bind-port"),
+            "{error:?}"
         );
     }
 
@@ -625,15 +847,15 @@ mod tests {
         }
     }
 
-    /// A cause chain as reqwest's looks (captured from a run against an untrusted server):
-    /// `reqwest::Error` over `hyper_util`'s over an `io::Error` (Other) over the TLS stream's
+    /// A cause chain as the client's looks (against an untrusted server): hyper-util's
+    /// error over an `io::Error` (Other) over the TLS stream's
     /// `io::Error` (InvalidData), which carries the rustls error.
     #[derive(Debug)]
     struct Wrapper(std::io::Error);
 
     impl fmt::Display for Wrapper {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("error sending request for url (https://127.0.0.1:8081/jobmanager/config)")
+            f.write_str("client error (Connect)")
         }
     }
 
@@ -709,7 +931,7 @@ mod tests {
 
     #[test]
     fn the_config_url_keeps_a_path_prefix() {
-        let url = |s: &str| config_url(&s.parse().unwrap()).to_string();
+        let url = |s: &str| s.parse::<JobManagerUrl>().unwrap().config_url().to_string();
         assert_eq!(
             url("http://127.0.0.1:8081"),
             "http://127.0.0.1:8081/jobmanager/config"
@@ -719,8 +941,58 @@ mod tests {
             "http://127.0.0.1:8081/jobmanager/config"
         );
         assert_eq!(
-            url("https://jm.example/flink/?x=1"),
+            url("https://jm.example/flink/?x=1#top"),
             "https://jm.example/flink/jobmanager/config"
+        );
+        assert_eq!(
+            url("http://[::1]:8081/a/b/"),
+            "http://[::1]:8081/a/b/jobmanager/config"
+        );
+        let parsed: JobManagerUrl = "https://jm.flink:8443/x".parse().unwrap();
+        assert_eq!((parsed.host(), parsed.port()), ("jm.flink", Some(8443)));
+    }
+
+    #[test]
+    fn each_timeout_names_itself_and_its_bound() {
+        for (kind, said) in [
+            (
+                TimeoutKind::Connect,
+                "connection within 2s (connect timeout)",
+            ),
+            (TimeoutKind::Read, "did not answer within 3s (read timeout"),
+            (TimeoutKind::Request, "within 5s in all (request timeout"),
+        ] {
+            let message = FetchError::Timeout(kind).to_string();
+            assert!(message.contains(said), "{message}");
+        }
+        let timed_out = Wrapper(std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connect timeout",
+        )));
+        assert!(connect_timed_out(&timed_out));
+        assert!(!connect_timed_out(&refused(
+            rustls::CertificateError::UnknownIssuer
+        )));
+    }
+
+    /// Against a listener that takes the connection and never answers: a read timeout,
+    /// named as one. Real time (3 s): on a paused clock tokio would advance to the connect
+    /// timer while the loopback connect is still in flight.
+    #[tokio::test]
+    async fn a_silent_jobmanager_is_a_read_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: JobManagerUrl = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let _held = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            std::future::pending::<()>().await;
+            drop(stream);
+        });
+        let jobmanager = JobManager::new(&url, None).unwrap();
+        assert_eq!(
+            jobmanager.fetch_config().await,
+            Err(FetchError::Timeout(TimeoutKind::Read))
         );
     }
 }

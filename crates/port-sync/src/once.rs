@@ -2,9 +2,10 @@
 //! of what it saw and did. The standalone debugging tool.
 
 use crate::flink::{JobManager, JobManagerError};
-use crate::plan::{describe_ports, in_sync, plan};
-use crate::ports::PortMapping;
+use crate::plan::{describe_ports, in_sync, plan, show_target};
+use crate::ports::{DesiredPorts, PortMapping};
 use crate::service::{FailureKind, ServiceHandle};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 /// A round may meet a concurrent change (the patch's `test` fails); re-read and re-plan this
@@ -60,6 +61,35 @@ impl Report {
     }
 }
 
+/// The JobManager's ports for `--log-format json`: `{"rpc": {"port": 46911, "targetPort": 33221}}`.
+fn desired_json(desired: &DesiredPorts) -> Value {
+    Value::Object(
+        desired
+            .pairs()
+            .map(|(name, pair)| {
+                let ports = json!({"port": pair.port, "targetPort": pair.target_port});
+                (name.to_owned(), ports)
+            })
+            .collect(),
+    )
+}
+
+/// The Service's ports for `--log-format json`, each value typed as the API server holds it:
+/// a numeric targetPort is a number, a named one a string, an absent one null.
+fn service_ports_json(ports: &[(String, i32, Option<IntOrString>)]) -> Value {
+    ports
+        .iter()
+        .map(|(name, port, target)| {
+            let target = match target {
+                Some(IntOrString::Int(number)) => json!(number),
+                Some(IntOrString::String(named)) => json!(named),
+                None => Value::Null,
+            };
+            json!({"name": name, "port": port, "targetPort": target})
+        })
+        .collect()
+}
+
 pub async fn once(
     jobmanager: &JobManager,
     service: &ServiceHandle,
@@ -82,9 +112,7 @@ pub async fn once(
     report
         .lines
         .push(format!("JobManager {}: {desired}", jobmanager.config_url()));
-    report.jobmanager = Some(json!(
-        desired.iter().collect::<std::collections::BTreeMap<_, _>>()
-    ));
+    report.jobmanager = Some(desired_json(&desired));
 
     for attempt in 1..=ATTEMPTS {
         let current = match service.get().await {
@@ -98,22 +126,14 @@ pub async fn once(
             current.metadata.resource_version.as_deref().unwrap_or("?"),
             ports
                 .iter()
-                .map(|(name, port, target)| format!("{name} port {port} targetPort {target}"))
+                .map(|(name, port, target)| format!(
+                    "{name} port {port} targetPort {}",
+                    show_target(target.as_ref())
+                ))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        report.service = Some(json!(
-            ports
-                .iter()
-                .map(|(name, port, target)| {
-                    // A numeric targetPort as a number; a named one as its name.
-                    let target = target
-                        .parse::<i32>()
-                        .map_or_else(|_| json!(target), |n| json!(n));
-                    json!({"name": name, "port": port, "targetPort": target})
-                })
-                .collect::<Vec<_>>()
-        ));
+        report.service = Some(service_ports_json(&ports));
         let plan = match plan(&current, &desired) {
             Ok(None) => return report.finish("none", 0, None),
             Ok(Some(plan)) => plan,
@@ -150,4 +170,44 @@ pub async fn once(
         }
     }
     unreachable!("the last attempt returns")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::PortPair;
+
+    #[test]
+    fn service_ports_are_typed_in_json() {
+        let ports = [
+            (
+                "rpc".to_owned(),
+                6123,
+                Some(IntOrString::String("rpc".into())),
+            ),
+            ("blob".to_owned(), 6124, Some(IntOrString::Int(6124))),
+            ("rest".to_owned(), 8081, None),
+        ];
+        assert_eq!(
+            service_ports_json(&ports).to_string(),
+            r#"[{"name":"rpc","port":6123,"targetPort":"rpc"},{"name":"blob","port":6124,"targetPort":6124},{"name":"rest","port":8081,"targetPort":null}]"#
+        );
+    }
+
+    #[test]
+    fn the_jobmanager_s_ports_are_numbers_with_their_target() {
+        let mut desired = DesiredPorts::from([("blob", 33533)]);
+        desired.insert_pair(
+            "rpc",
+            PortPair {
+                port: 46911,
+                target_port: 33221,
+            },
+        );
+        assert_eq!(
+            desired_json(&desired),
+            json!({"blob": {"port": 33533, "targetPort": 33533},
+                   "rpc": {"port": 46911, "targetPort": 33221}})
+        );
+    }
 }

@@ -8,7 +8,7 @@
 //! the wrong entry. Not server-side apply and not strategic merge: both key Service ports by
 //! (port, protocol), so changing a port number there adds a second entry instead of replacing.
 
-use crate::ports::DesiredPorts;
+use crate::ports::{DesiredPorts, PortPair};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
@@ -23,10 +23,12 @@ pub struct Change {
     /// `targetPort` as read: a number, a container port name, or absent.
     pub old_target_port: Option<IntOrString>,
     pub new_port: u16,
+    /// What the JobManager listens on: `new_port` unless Flink has a bind port.
+    pub new_target_port: u16,
 }
 
 impl fmt::Display for Change {
-    /// `rpc (index 0): port 6123 -> 44215, targetPort 6123 -> 44215`
+    /// `rpc (index 0): port 6123 -> 46911, targetPort 6123 -> 33221`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -36,7 +38,7 @@ impl fmt::Display for Change {
             self.old_port,
             self.new_port,
             show_target(self.old_target_port.as_ref()),
-            self.new_port
+            self.new_target_port
         )
     }
 }
@@ -117,16 +119,17 @@ pub fn plan(service: &Service, desired: &DesiredPorts) -> Result<Option<Plan>, P
     let indexes = mapped_indexes(ports, desired)?;
     let changes: Vec<Change> = indexes
         .into_iter()
-        .filter_map(|(index, new_port)| {
+        .filter_map(|(index, new)| {
             let entry = &ports[index];
-            let in_place = entry.port == i32::from(new_port)
-                && entry.target_port == Some(IntOrString::Int(i32::from(new_port)));
+            let in_place = entry.port == i32::from(new.port)
+                && entry.target_port == Some(IntOrString::Int(i32::from(new.target_port)));
             (!in_place).then(|| Change {
                 index,
                 name: entry.name.clone().unwrap_or_default(),
                 old_port: entry.port,
                 old_target_port: entry.target_port.clone(),
-                new_port,
+                new_port: new.port,
+                new_target_port: new.target_port,
             })
         })
         .collect();
@@ -147,8 +150,9 @@ pub fn in_sync(service: &Service, desired: &DesiredPorts) -> bool {
     matches!(plan(service, desired), Ok(None))
 }
 
-/// The mapped ports of the Service as `name -> (port, targetPort)` text, for output.
-pub fn describe_ports(service: &Service) -> Vec<(String, i32, String)> {
+/// The Service's ports as `(name, port, targetPort)`, for output; `targetPort` as read: a
+/// number, a container port name, or absent.
+pub fn describe_ports(service: &Service) -> Vec<(String, i32, Option<IntOrString>)> {
     service
         .spec
         .as_ref()
@@ -159,7 +163,7 @@ pub fn describe_ports(service: &Service) -> Vec<(String, i32, String)> {
             (
                 entry.name.clone().unwrap_or_else(|| "(unnamed)".into()),
                 entry.port,
-                show_target(entry.target_port.as_ref()),
+                entry.target_port.clone(),
             )
         })
         .collect()
@@ -169,16 +173,16 @@ pub fn describe_ports(service: &Service) -> Vec<(String, i32, String)> {
 fn mapped_indexes(
     ports: &[ServicePort],
     desired: &DesiredPorts,
-) -> Result<Vec<(usize, u16)>, PlanError> {
+) -> Result<Vec<(usize, PortPair)>, PlanError> {
     let mut found = Vec::with_capacity(desired.len());
     let mut missing = Vec::new();
-    for (name, new_port) in desired.iter() {
+    for (name, new) in desired.pairs() {
         let mut matching = ports
             .iter()
             .enumerate()
             .filter(|(_, entry)| entry.name.as_deref() == Some(name));
         match (matching.next(), matching.next()) {
-            (Some((index, _)), None) => found.push((index, new_port)),
+            (Some((index, _)), None) => found.push((index, new)),
             (Some(_), Some(_)) => return Err(PlanError::PortNameTwice { name: name.into() }),
             (None, _) => missing.push(name.to_owned()),
         }
@@ -240,21 +244,22 @@ fn patch_for(changes: &[Change]) -> json_patch::Patch {
             Some(old) => {
                 tests.push(json!({"op": "test", "path": at("targetPort"), "value": old}));
                 sets.push(
-                    json!({"op": "replace", "path": at("targetPort"), "value": change.new_port}),
+                    json!({"op": "replace", "path": at("targetPort"), "value": change.new_target_port}),
                 );
             }
             // The API server defaults targetPort to port, so a Service read from it always
             // has one; `add` covers an object that was never defaulted.
-            None => {
-                sets.push(json!({"op": "add", "path": at("targetPort"), "value": change.new_port}))
-            }
+            None => sets.push(
+                json!({"op": "add", "path": at("targetPort"), "value": change.new_target_port}),
+            ),
         }
     }
     tests.extend(sets);
     serde_json::from_value(Value::Array(tests)).expect("the ops are well-formed JSON Patch")
 }
 
-fn show_target(target: Option<&IntOrString>) -> String {
+/// `targetPort` for a text line: `6123`, `"rpc"` (a container port name) or `(unset)`.
+pub fn show_target(target: Option<&IntOrString>) -> String {
     match target {
         Some(IntOrString::Int(port)) => port.to_string(),
         Some(IntOrString::String(name)) => format!("{name:?}"),
@@ -473,6 +478,44 @@ mod tests {
                 names: vec!["rest".into(), "rpc".into()]
             }
         );
+    }
+
+    fn bind_port_pair() -> DesiredPorts {
+        let mut desired = DesiredPorts::default();
+        desired.insert_pair(
+            "rpc",
+            PortPair {
+                port: 46911,
+                target_port: 33221,
+            },
+        );
+        desired
+    }
+
+    #[test]
+    fn a_bind_port_becomes_the_target_port_and_the_advertised_port_the_port() {
+        let before = chart_service();
+        let plan = plan(&before, &bind_port_pair()).unwrap().unwrap();
+        assert_eq!(
+            plan.changes[0].to_string(),
+            "rpc (index 1): port 6123 -> 46911, targetPort 6123 -> 33221"
+        );
+        let after = apply(&plan, &before).unwrap();
+        assert_eq!(after["spec"]["ports"][1]["port"], json!(46911));
+        assert_eq!(after["spec"]["ports"][1]["targetPort"], json!(33221));
+        let after: Service = serde_json::from_value(after).unwrap();
+        assert!(in_sync(&after, &bind_port_pair()));
+        // The same Service with port = targetPort = the advertised port is not in sync.
+        assert!(!in_sync(&after, &DesiredPorts::from([("rpc", 46911)])));
+    }
+
+    #[test]
+    fn an_undefaulted_target_port_is_added_as_the_bind_port() {
+        let before = service(json!([{"name": "rpc", "port": 6123}]));
+        let plan = plan(&before, &bind_port_pair()).unwrap().unwrap();
+        let after = apply(&plan, &before).unwrap();
+        assert_eq!(after["spec"]["ports"][0]["port"], json!(46911));
+        assert_eq!(after["spec"]["ports"][0]["targetPort"], json!(33221));
     }
 
     #[test]

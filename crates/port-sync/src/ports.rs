@@ -22,6 +22,24 @@ impl PortMapping {
     }
 }
 
+/// Flink's settings that make a server listen on another port than the one it advertises:
+/// (advertised key, listened-on key). `jobmanager.rpc.bind-port` is Flink's setting for NAT and
+/// port mapping (JobManagerOptions.RPC_BIND_PORT). The blob server has none: BlobServer opens one
+/// socket from `blob.server.port` and ClusterEntrypoint writes that socket's local port back
+/// into `blob.server.port`, so the port it reports is the port it listens on.
+const BIND_PORT_KEYS: &[(&str, &str)] = &[("jobmanager.rpc.port", "jobmanager.rpc.bind-port")];
+
+impl PortMapping {
+    /// The Flink key naming the port the server listens on, when it may differ from the
+    /// advertised `flink_key`: the source of the Service's `targetPort`.
+    pub fn bind_key(&self) -> Option<&'static str> {
+        BIND_PORT_KEYS
+            .iter()
+            .find(|(advertised, _)| *advertised == self.flink_key)
+            .map(|(_, bind)| *bind)
+    }
+}
+
 impl fmt::Display for PortMapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}={}", self.port_name, self.flink_key)
@@ -77,22 +95,68 @@ fn check_port_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// The port each mapped Service port name should have, as the JobManager reports it.
+/// What one Service port should hold: `port`, what Flink advertises (TaskManagers dial
+/// `<Service>:port`), and `target_port`, what the JobManager listens on (the Service forwards
+/// there). They differ only when Flink is given a bind port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortPair {
+    pub port: u16,
+    pub target_port: u16,
+}
+
+impl PortPair {
+    /// A server that listens on the port it advertises.
+    pub fn same(port: u16) -> Self {
+        Self {
+            port,
+            target_port: port,
+        }
+    }
+}
+
+impl fmt::Display for PortPair {
+    /// `44215`, or `46911 (targetPort 33221)` when they differ.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.port)?;
+        if self.target_port != self.port {
+            write!(f, " (targetPort {})", self.target_port)?;
+        }
+        Ok(())
+    }
+}
+
+/// The ports each mapped Service port name should have, as the JobManager reports them.
 /// Ordered by name so that logs, metrics and patches come out the same every time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DesiredPorts(BTreeMap<String, u16>);
+pub struct DesiredPorts(BTreeMap<String, PortPair>);
 
 impl DesiredPorts {
+    /// A port the server listens on as it advertises it.
     pub fn insert(&mut self, port_name: &str, port: u16) {
-        self.0.insert(port_name.to_owned(), port);
+        self.insert_pair(port_name, PortPair::same(port));
     }
 
+    pub fn insert_pair(&mut self, port_name: &str, pair: PortPair) {
+        self.0.insert(port_name.to_owned(), pair);
+    }
+
+    /// The advertised port (the Service's `port`).
     pub fn get(&self, port_name: &str) -> Option<u16> {
+        self.pair(port_name).map(|pair| pair.port)
+    }
+
+    pub fn pair(&self, port_name: &str) -> Option<PortPair> {
         self.0.get(port_name).copied()
     }
 
+    /// Each name with its advertised port (the Service's `port`).
     pub fn iter(&self) -> impl Iterator<Item = (&str, u16)> {
-        self.0.iter().map(|(name, port)| (name.as_str(), *port))
+        self.pairs().map(|(name, pair)| (name, pair.port))
+    }
+
+    /// Each name with its port and targetPort.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, PortPair)> {
+        self.0.iter().map(|(name, pair)| (name.as_str(), *pair))
     }
 
     pub fn len(&self) -> usize {
@@ -115,15 +179,15 @@ impl<const N: usize> From<[(&str, u16); N]> for DesiredPorts {
 }
 
 impl fmt::Display for DesiredPorts {
-    /// `blob=33533, rpc=44215`
+    /// `blob=33533, rpc=46911 (targetPort 33221)`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
-        for (name, port) in self.iter() {
+        for (name, pair) in self.pairs() {
             if !first {
                 f.write_str(", ")?;
             }
             first = false;
-            write!(f, "{name}={port}")?;
+            write!(f, "{name}={pair}")?;
         }
         Ok(())
     }
@@ -164,5 +228,30 @@ mod tests {
         assert_eq!(desired.to_string(), "blob=33533, rpc=44215");
         assert_eq!(desired.get("rpc"), Some(44215));
         assert_eq!(desired.get("rest"), None);
+    }
+
+    #[test]
+    fn a_bind_port_shows_as_the_target_port() {
+        let mut desired = DesiredPorts::from([("blob", 33533)]);
+        desired.insert_pair(
+            "rpc",
+            PortPair {
+                port: 46911,
+                target_port: 33221,
+            },
+        );
+        assert_eq!(
+            desired.to_string(),
+            "blob=33533, rpc=46911 (targetPort 33221)"
+        );
+        assert_eq!(desired.get("rpc"), Some(46911));
+    }
+
+    #[test]
+    fn only_the_rpc_port_has_a_bind_key() {
+        let key = |flink_key: &str| PortMapping::new("p", flink_key).bind_key();
+        assert_eq!(key("jobmanager.rpc.port"), Some("jobmanager.rpc.bind-port"));
+        assert_eq!(key("blob.server.port"), None);
+        assert_eq!(key("rest.port"), None);
     }
 }

@@ -3,10 +3,10 @@
 //! connection gets one answer and is closed; requests are bounded in size and time.
 
 use crate::metrics::SharedMetrics;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// A probe's or scraper's request head is a few hundred bytes.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -90,14 +90,50 @@ pub fn answer(head: &[u8], metrics: &SharedMetrics) -> Answer {
     }
 }
 
+/// A failed accept (out of file descriptors, say) repeats every 100 ms while it lasts: say
+/// so at once, then at most once a minute with how many failed meanwhile.
+const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// When to warn about failed accepts. Pure: the caller gives the time.
+#[derive(Debug, Default)]
+struct AcceptWarnings {
+    last_warned: Option<Instant>,
+    unreported: u64,
+}
+
+impl AcceptWarnings {
+    /// Counts a failure at `now`; `Some(n)`: warn now, `n` failures since the last warning
+    /// (this one included).
+    fn failed(&mut self, now: Instant) -> Option<u64> {
+        self.unreported += 1;
+        let due = self
+            .last_warned
+            .is_none_or(|last| now.duration_since(last) >= ACCEPT_WARNING_EVERY);
+        if !due {
+            return None;
+        }
+        self.last_warned = Some(now);
+        Some(std::mem::take(&mut self.unreported))
+    }
+}
+
 /// Serves until the task is dropped.
 pub async fn serve(listener: TcpListener, metrics: SharedMetrics) {
+    let mut accept_warnings = AcceptWarnings::default();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
-                // Out of file descriptors or the like: pause rather than spin.
-                debug!(%error, "accept failed");
+                // Probes cannot reach us while this lasts: kubelet may restart the container.
+                if let Some(failures) = accept_warnings.failed(Instant::now()) {
+                    warn!(
+                        %error,
+                        failures,
+                        "cannot accept connections on --listen (health probes and metrics \
+                         scrapes fail meanwhile); retrying every 100 ms"
+                    );
+                }
+                // Pause rather than spin.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -189,6 +225,20 @@ mod tests {
         assert!(text.ends_with("\r\n\r\n"));
     }
 
+    #[test]
+    fn accept_failures_warn_at_once_then_once_a_minute_with_the_count() {
+        let start = Instant::now();
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        let mut warnings = AcceptWarnings::default();
+        assert_eq!(warnings.failed(at(0)), Some(1));
+        // Ten a second for a minute: silent, then one warning counting them all.
+        for tick in 1..600 {
+            assert_eq!(warnings.failed(at(tick * 100)), None, "tick {tick}");
+        }
+        assert_eq!(warnings.failed(at(60_000)), Some(600));
+        assert_eq!(warnings.failed(at(60_100)), None);
+    }
+
     #[tokio::test]
     async fn answers_over_a_real_socket() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -203,6 +253,62 @@ mod tests {
         stream.read_to_string(&mut response).await.unwrap();
         assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
         assert!(response.ends_with("\r\n\r\nok\n"), "{response}");
+        server.abort();
+    }
+
+    async fn answer_over_socket(address: std::net::SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    /// A head past 8 KiB (a header flood) gets 431 and the connection closed, as hyper's
+    /// `max_buf_size(8 KiB)` would refuse it.
+    #[tokio::test]
+    async fn an_oversized_head_is_refused_with_431() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, SharedMetrics::default()));
+        let mut request = b"GET /healthz HTTP/1.1\r\n".to_vec();
+        while request.len() <= MAX_REQUEST_BYTES {
+            request
+                .extend_from_slice(b"x-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        let response = answer_over_socket(address, &request).await;
+        assert!(
+            response.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{response}"
+        );
+        server.abort();
+    }
+
+    /// Slowloris: many connections that send half a head and then nothing. Each is its own
+    /// task, cut after REQUEST_TIMEOUT (hyper's `header_read_timeout`), so a probe that
+    /// comes meanwhile is answered at once, and the slow ones are closed unanswered.
+    #[tokio::test]
+    async fn slow_clients_neither_block_a_probe_nor_stay_open() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, SharedMetrics::default()));
+        let mut slow = Vec::new();
+        for _ in 0..200 {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x")
+                .await
+                .unwrap();
+            slow.push(stream);
+        }
+        let probe = answer_over_socket(address, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(probe.starts_with("HTTP/1.1 200 OK\r\n"), "{probe}");
+        tokio::time::pause();
+        for mut stream in slow {
+            let mut rest = Vec::new();
+            stream.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty(), "a half-sent head got an answer");
+        }
         server.abort();
     }
 }

@@ -986,7 +986,8 @@ fn discovery_lists_every_group_and_kind_the_chart_creates() {
             "apps/v1",
             "policy/v1",
             "rbac.authorization.k8s.io/v1",
-            "networking.k8s.io/v1"
+            "networking.k8s.io/v1",
+            "monitoring.coreos.com/v1"
         ]
     );
     for (path, kinds) in [
@@ -1007,6 +1008,10 @@ fn discovery_lists_every_group_and_kind_the_chart_creates() {
             &["Role", "RoleBinding"][..],
         ),
         ("/apis/networking.k8s.io/v1", &["NetworkPolicy"][..]),
+        (
+            "/apis/monitoring.coreos.com/v1",
+            &["ServiceMonitor", "PrometheusRule"][..],
+        ),
     ] {
         let (code, list) = as_admin(&bed, reqwest::Method::GET, path, None);
         assert_eq!(code, 200, "{path}");
