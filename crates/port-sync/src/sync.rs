@@ -29,8 +29,11 @@ const SLOWDOWN_STEP: Duration = Duration::from_secs(10);
 pub const RETRY_MIN: Duration = Duration::from_millis(100);
 pub const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Our patch undone by someone else within this long of landing counts as a revert.
-pub const REVERT_WINDOW: Duration = Duration::from_secs(60);
+/// Our patch undone by someone else within this long of landing counts as a revert. Short on
+/// purpose: damping exists so that a fight never becomes a PATCH storm, and a writer slower than
+/// this costs at most one repair per window (12 a minute), while an outside edit every few
+/// seconds or minutes (a person, a CI `apply`) is repaired at once instead of ever later.
+pub const REVERT_WINDOW: Duration = Duration::from_secs(5);
 /// Repairs of repeated reverts wait this long after the second, doubling up to `DAMPING_MAX`.
 pub const DAMPING_MIN: Duration = Duration::from_secs(1);
 pub const DAMPING_MAX: Duration = Duration::from_secs(300);
