@@ -46,9 +46,23 @@ impl Variant {
     }
 }
 
+/// How the JobManager goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGKILL: a crashed container. Its ZooKeeper session lives on until it expires.
+    Kill,
+    /// SIGTERM, SIGKILL after the grace period: a pod deletion, `helm upgrade` with the
+    /// Recreate strategy.
+    Term,
+}
+
+/// The kubelet's default `terminationGracePeriodSeconds`.
+const TERMINATION_GRACE: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct FailoverConfig {
     pub variant: Variant,
+    pub stop: Stop,
     /// The job writes 1..=count ...
     pub count: u64,
     /// ... this many a second.
@@ -68,6 +82,7 @@ impl FailoverConfig {
     pub fn new(variant: Variant) -> FailoverConfig {
         FailoverConfig {
             variant,
+            stop: Stop::Kill,
             count: 30_000,
             rate: 2_000,
             checkpoints_before_kill: 2,
@@ -100,6 +115,9 @@ pub struct Milestones {
 #[derive(Debug, Clone)]
 pub struct FailoverReport {
     pub variant: &'static str,
+    pub stop: Stop,
+    /// With SIGTERM: how long the JobManager's JVM took to end.
+    pub shutdown_took: Option<Duration>,
     pub milestones: Milestones,
     /// The checkpoint the new JobManager restored the job from (`None`: from scratch), and
     /// Flink's log line that says so.
@@ -269,9 +287,19 @@ pub fn run(flink: &Flink, config: &FailoverConfig) -> Result<FailoverReport, Str
     let taskmanager_log_before = taskmanager.log().len();
 
     let killed = Instant::now();
-    jobmanager
-        .restart()
-        .map_err(context("kill and restart the JobManager"))?;
+    let shutdown_took = match config.stop {
+        Stop::Kill => {
+            jobmanager
+                .restart()
+                .map_err(context("kill and restart the JobManager"))?;
+            None
+        }
+        Stop::Term => Some(
+            jobmanager
+                .restart_after_sigterm(TERMINATION_GRACE)
+                .map_err(context("stop (SIGTERM) and restart the JobManager"))?,
+        ),
+    };
     let milestones = watch_recovery(&jobmanager, bed.as_deref(), killed, before_kill)?;
 
     let final_state = wait_for(
@@ -295,6 +323,8 @@ pub fn run(flink: &Flink, config: &FailoverConfig) -> Result<FailoverReport, Str
     let restored = restored_checkpoint(&jobmanager_log);
     Ok(FailoverReport {
         variant: config.variant.name(),
+        stop: config.stop,
+        shutdown_took,
         milestones,
         restored_checkpoint: restored.map(|(id, _)| id),
         restore_line: restored.map(|(_, line)| line.to_owned()),

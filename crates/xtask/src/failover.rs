@@ -9,11 +9,17 @@ use crate::install;
 use crate::run::{Result, build_debug_binary};
 use crate::stats::median;
 use std::time::Duration;
-use testbed::failover::{self, FailoverConfig, FailoverReport, Milestones, Variant};
+use testbed::failover::{self, FailoverConfig, FailoverReport, Milestones, Stop, Variant};
 use testbed::flink::{DEFAULT_VERSION, Flink};
 use testbed::process::stop_children_on_signal;
 
-pub fn run(runs: usize, variants: &[String], settings: &[String], chart: bool) -> Result {
+pub fn run(
+    runs: usize,
+    variants: &[String],
+    settings: &[String],
+    chart: bool,
+    sigterm: bool,
+) -> Result {
     stop_children_on_signal();
     install::debian_packages(&[install::ZOOKEEPER])?;
     install::flink()?;
@@ -61,6 +67,7 @@ pub fn run(runs: usize, variants: &[String], settings: &[String], chart: bool) -
             let config = FailoverConfig {
                 flink_settings: flink_settings.clone(),
                 zookeeper_tick_ms,
+                stop: if sigterm { Stop::Term } else { Stop::Kill },
                 ..FailoverConfig::new(variant.clone())
             };
             let report = failover::run(&flink, &config)?;
@@ -69,19 +76,24 @@ pub fn run(runs: usize, variants: &[String], settings: &[String], chart: bool) -
         }
     }
 
+    let stopped = if sigterm {
+        "SIGTERM to the JobManager (it shuts down, then starts again at once)"
+    } else {
+        "SIGKILL"
+    };
+    let with = if flink_settings.is_empty() {
+        String::new()
+    } else {
+        let shown: Vec<String> = flink_settings
+            .iter()
+            .map(|(key, value)| format!("{key}: {value}"))
+            .collect();
+        format!(", with {}", shown.join(", "))
+    };
     println!(
         "\nJobManager failover of a streaming job (Flink {DEFAULT_VERSION} application mode, \
-         ZooKeeper tickTime {zookeeper_tick_ms} ms, {runs} runs each{}): seconds from the \
-         SIGKILL, median (min-max)\n",
-        if flink_settings.is_empty() {
-            String::new()
-        } else {
-            let shown: Vec<String> = flink_settings
-                .iter()
-                .map(|(key, value)| format!("{key}: {value}"))
-                .collect();
-            format!(", with {}", shown.join(", "))
-        }
+         ZooKeeper tickTime {zookeeper_tick_ms} ms, {runs} runs each{with}): seconds from the \
+         {stopped}, median (min-max)\n"
     );
     println!(
         "| variant | new leader | Service right | job RUNNING again | first checkpoint after restore | TaskManager registered | error-delays hit | restored from a checkpoint | exactly-once |"

@@ -110,6 +110,9 @@ enum Task {
         /// (ZooKeeper client timeouts, registration delays) and its ZooKeeper tickTime.
         #[arg(long)]
         chart: bool,
+        /// Stop the JobManager with SIGTERM (a pod deletion) instead of SIGKILL (a crash).
+        #[arg(long)]
+        sigterm: bool,
     },
     /// Run each cargo-fuzz target (crates/fuzz) for a bounded time; fail on any crash.
     Fuzz {
@@ -152,7 +155,8 @@ fn main() -> ExitCode {
             variants,
             flink_settings,
             chart,
-        } => failover::run(runs, &variants, &flink_settings, chart),
+            sigterm,
+        } => failover::run(runs, &variants, &flink_settings, chart, sigterm),
         Task::ZookeeperVersions { versions } => zookeeper_versions::run(versions),
         Task::Load {
             instances,

@@ -219,6 +219,21 @@ impl Daemon {
         self.launch()
     }
 
+    /// Sends SIGTERM (as the kubelet does on pod deletion), waits at most `grace` for the JVM to
+    /// end (SIGKILL after it, as the kubelet does after `terminationGracePeriodSeconds`), then
+    /// starts it again from the same config dir. Returns how long the JVM took to end.
+    pub(super) fn restart_after_sigterm(&mut self, grace: Duration) -> io::Result<Duration> {
+        let asked = Instant::now();
+        if let Some(process) = self.process.as_mut() {
+            process.signal("TERM")?;
+            process.wait_timeout(grace)?;
+        }
+        let ended = asked.elapsed();
+        self.stop();
+        self.launch()?;
+        Ok(ended)
+    }
+
     /// Kills the JVM (SIGKILL) and reaps it, and kills whatever else its launch started; its
     /// output stays in [`Daemon::log`].
     pub(super) fn stop(&mut self) {

@@ -343,6 +343,13 @@ impl JobManager {
         self.daemon.restart()
     }
 
+    /// Stops the JVM with SIGTERM (SIGKILL after `grace`), as a pod deletion or a `helm
+    /// upgrade` with the Recreate strategy does, and starts it again at once. Returns how long
+    /// the JVM took to end.
+    pub fn restart_after_sigterm(&mut self, grace: Duration) -> io::Result<Duration> {
+        self.daemon.restart_after_sigterm(grace)
+    }
+
     /// Kills the JVM (SIGKILL) and reaps it.
     pub fn stop(&mut self) {
         self.daemon.stop();
