@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         .expect("a current-thread runtime needs no resources that can be missing");
     let options = cli.wait_options();
     let code = runtime.block_on(async {
+        let mut signals = shutdown::Signals::register();
         tokio::select! {
             outcome = zk_wait::wait::wait(&options) => {
                 let summary = match cli.log_format {
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
                 let _ = std::io::stdout().write_all(summary.as_bytes());
                 outcome.exit_code()
             }
-            signal = shutdown::wait_for_signal() => {
+            signal = signals.recv() => {
                 tracing::warn!("{} received; stopping without a verdict", signal.name());
                 signal.exit_code()
             }
