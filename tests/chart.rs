@@ -5,6 +5,7 @@
 //! JobManager Service; the Role names that Service and grants what rbac/role.yaml grants; every
 //! container is hardened.
 
+use e2e::network_policy::{Pod, admitted};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -669,6 +670,307 @@ fn the_network_policy_admits_the_pinned_port_ranges() {
     );
 }
 
+/// Labels of the pods of a component, as the rendered workload's pod template carries them.
+fn pod_template_labels(installed: &Installed, kind: &str, component: &str) -> Value {
+    installed.object("apps/v1", kind, &format!("{FULLNAME}-{component}"))["spec"]["template"]
+        ["metadata"]["labels"]
+        .clone()
+}
+
+/// The pods the network policies are judged for: this release's, and outsiders in the same
+/// namespace (any pod; another release of the chart) and in another namespace.
+struct PolicyBed {
+    policies: Vec<Value>,
+    jobmanager: Pod,
+    taskmanager: Pod,
+    zookeeper: Pod,
+    helm_test: Pod,
+    unrelated: Pod,
+    other_release_taskmanager: Pod,
+    monitoring: Pod,
+}
+
+impl PolicyBed {
+    fn new(values: Value) -> PolicyBed {
+        let installed = install(values);
+        let mut other_release = pod_template_labels(&installed, "Deployment", "taskmanager");
+        other_release["app.kubernetes.io/instance"] = json!("other");
+        PolicyBed {
+            policies: installed.of_kind("NetworkPolicy"),
+            jobmanager: Pod::new(
+                NAMESPACE,
+                &pod_template_labels(&installed, "Deployment", "jobmanager"),
+            ),
+            taskmanager: Pod::new(
+                NAMESPACE,
+                &pod_template_labels(&installed, "Deployment", "taskmanager"),
+            ),
+            zookeeper: Pod::new(
+                NAMESPACE,
+                &pod_template_labels(&installed, "StatefulSet", "zookeeper"),
+            ),
+            helm_test: Pod::new(NAMESPACE, &installed.test_pod()["metadata"]["labels"]),
+            unrelated: Pod::new(NAMESPACE, &json!({"app": "anything"})),
+            other_release_taskmanager: Pod::new(NAMESPACE, &other_release),
+            monitoring: Pod::new(
+                "monitoring",
+                &json!({"app.kubernetes.io/name": "prometheus"}),
+            ),
+        }
+    }
+
+    fn admits(&self, source: &Pod, target: &Pod, port: u16) -> bool {
+        admitted(&self.policies, source, target, port)
+    }
+}
+
+#[test]
+fn with_policies_zookeeper_serves_only_this_releases_flink_pods_and_its_quorum_only_members() {
+    let bed = PolicyBed::new(json!({"networkPolicy": {"enabled": true}}));
+    for client in [&bed.jobmanager, &bed.taskmanager, &bed.helm_test] {
+        assert!(
+            bed.admits(client, &bed.zookeeper, 2181),
+            "{client:?} -> 2181"
+        );
+        assert!(
+            !bed.admits(client, &bed.zookeeper, 2888),
+            "{client:?} -> 2888"
+        );
+        assert!(
+            !bed.admits(client, &bed.zookeeper, 3888),
+            "{client:?} -> 3888"
+        );
+    }
+    for outsider in [
+        &bed.unrelated,
+        &bed.other_release_taskmanager,
+        &bed.monitoring,
+    ] {
+        for port in [2181, 2888, 3888, 8080] {
+            assert!(
+                !bed.admits(outsider, &bed.zookeeper, port),
+                "{outsider:?} -> zookeeper:{port}"
+            );
+        }
+    }
+    assert!(bed.admits(&bed.zookeeper, &bed.zookeeper, 2888));
+    assert!(bed.admits(&bed.zookeeper, &bed.zookeeper, 3888));
+    assert!(!bed.admits(&bed.zookeeper, &bed.zookeeper, 8080));
+}
+
+#[test]
+fn with_policies_taskmanagers_admit_only_this_releases_jobmanager_and_taskmanagers() {
+    let bed = PolicyBed::new(json!({"networkPolicy": {"enabled": true}}));
+    // taskmanager.rpc.port and taskmanager.data.port are picked at start: any port.
+    for port in [6121, 6122, 41234] {
+        assert!(bed.admits(&bed.jobmanager, &bed.taskmanager, port));
+        assert!(bed.admits(&bed.taskmanager, &bed.taskmanager, port));
+        for outsider in [
+            &bed.unrelated,
+            &bed.other_release_taskmanager,
+            &bed.zookeeper,
+            &bed.monitoring,
+        ] {
+            assert!(
+                !bed.admits(outsider, &bed.taskmanager, port),
+                "{outsider:?} -> taskmanager:{port}"
+            );
+        }
+    }
+    // The JobManager: its ranges and REST port from this release, nothing from outside.
+    assert!(bed.admits(&bed.taskmanager, &bed.jobmanager, 50150));
+    assert!(bed.admits(&bed.taskmanager, &bed.jobmanager, 50250));
+    assert!(!bed.admits(&bed.taskmanager, &bed.jobmanager, 50301));
+    assert!(!bed.admits(&bed.unrelated, &bed.jobmanager, 50150));
+    assert!(!bed.admits(&bed.other_release_taskmanager, &bed.jobmanager, 8081));
+}
+
+#[test]
+fn port_sync_metrics_are_admitted_from_metrics_from_only() {
+    let closed = PolicyBed::new(json!({"networkPolicy": {"enabled": true}}));
+    assert!(!closed.admits(&closed.monitoring, &closed.jobmanager, 8099));
+    assert!(!closed.admits(&closed.taskmanager, &closed.jobmanager, 8099));
+
+    let open = PolicyBed::new(json!({"networkPolicy": {
+        "enabled": true,
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "monitoring"
+        }}}]
+    }}));
+    assert!(open.admits(&open.monitoring, &open.jobmanager, 8099));
+    // Only the metrics port: not Flink's ports, not ZooKeeper.
+    assert!(!open.admits(&open.monitoring, &open.jobmanager, 8081));
+    assert!(!open.admits(&open.monitoring, &open.jobmanager, 50150));
+    assert!(!open.admits(&open.monitoring, &open.zookeeper, 2181));
+    assert!(!open.admits(&open.unrelated, &open.jobmanager, 8099));
+}
+
+#[test]
+fn without_policies_every_pod_reaches_zookeeper() {
+    // What the security review says stays open when networkPolicy.enabled is false.
+    let bed = PolicyBed::new(json!({}));
+    assert!(bed.policies.is_empty());
+    assert!(bed.admits(&bed.unrelated, &bed.zookeeper, 2181));
+}
+
+const DIGEST: &str = "sha256:8f2c7c6b3a1e4d5f60718293a4b5c6d7e8f90123456789abcdef0123456789ab";
+
+/// Every `app.kubernetes.io/version` label of the created objects, pod templates included.
+fn version_labels(installed: &Installed) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut objects = installed.api.objects(NAMESPACE);
+    objects.extend(installed.hooks());
+    for object in objects {
+        for labels in [
+            &object["metadata"]["labels"],
+            &object["spec"]["template"]["metadata"]["labels"],
+        ] {
+            if let Some(version) = labels["app.kubernetes.io/version"].as_str() {
+                found.insert(version.to_owned());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn digests_pin_every_image_and_the_version_label_stays_a_valid_label_value() {
+    let installed = install(json!({
+        "image": {"digest": DIGEST},
+        "sidecars": {"image": {"digest": DIGEST}},
+        "zookeeper": {"image": {"digest": DIGEST}},
+    }));
+    let images: BTreeSet<String> = every_container(&installed)
+        .iter()
+        .map(|(_, container)| container["image"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        images,
+        BTreeSet::from([
+            format!("flink@{DIGEST}"),
+            format!("flink-ha-sidecars@{DIGEST}"),
+            format!("zookeeper@{DIGEST}"),
+        ])
+    );
+    assert_eq!(
+        version_labels(&installed),
+        BTreeSet::from(["2.3.0-java17".to_owned()])
+    );
+}
+
+#[test]
+fn a_digest_written_into_the_tag_still_renders_a_valid_version_label() {
+    // The old way to pin: the tag holds "@sha256:...", 84 characters with '@' and ':'.
+    let installed = install(json!({"image": {"tag": format!("2.3.0-java17@{DIGEST}")}}));
+    let expected = format!("2.3.0-java17_{}", DIGEST.replace(':', "_"))[..63].to_owned();
+    assert_eq!(version_labels(&installed), BTreeSet::from([expected]));
+    assert_eq!(
+        container(
+            &installed.pod_spec("jobmanager"),
+            "containers",
+            "jobmanager"
+        )["image"],
+        format!("flink:2.3.0-java17@{DIGEST}")
+    );
+}
+
+#[test]
+fn the_schema_refuses_a_digest_that_is_not_one() {
+    let error = try_install(json!({"image": {"digest": "latest"}}))
+        .err()
+        .expect("a digest without algorithm: is refused");
+    assert!(error.to_string().contains("digest"), "{error}");
+}
+
+const MONITORING_ON: &str = r#"{"monitoring": {
+    "serviceMonitor": {"enabled": true, "labels": {"release": "prometheus"}},
+    "prometheusRule": {"enabled": true}
+}}"#;
+
+#[test]
+fn the_service_monitor_scrapes_port_sync_through_a_service_of_its_own() {
+    let installed = install(serde_json::from_str(MONITORING_ON).unwrap());
+    let monitor = installed.object(
+        "monitoring.coreos.com/v1",
+        "ServiceMonitor",
+        &format!("{FULLNAME}-port-sync"),
+    );
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    let service = installed.service(&format!("{FULLNAME}-port-sync-metrics"));
+    let selector = &monitor["spec"]["selector"];
+    let service_labels = Pod::new(NAMESPACE, &service["metadata"]["labels"]).labels;
+    assert!(e2e::network_policy::selector_matches(
+        selector,
+        &service_labels
+    ));
+    // Only the metrics Service: the ServiceMonitor must not select the JobManager Service,
+    // whose ports port-sync rewrites.
+    let jobmanager_labels = Pod::new(
+        NAMESPACE,
+        &installed.service(JOBMANAGER_SERVICE)["metadata"]["labels"],
+    )
+    .labels;
+    assert!(!e2e::network_policy::selector_matches(
+        selector,
+        &jobmanager_labels
+    ));
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(service_port_names(&service), ["metrics"]);
+    // The Service reaches port-sync's container port in the JobManager pod.
+    let target = service["spec"]["ports"][0]["targetPort"].as_str().unwrap();
+    let jobmanager = installed.pod_spec("jobmanager");
+    let port_sync = container(&jobmanager, "containers", "port-sync");
+    assert!(
+        port_sync["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|port| port["name"] == target && port["containerPort"] == 8099),
+        "{port_sync:#}"
+    );
+    let pod_labels = Pod::new(
+        NAMESPACE,
+        &pod_template_labels(&installed, "Deployment", "jobmanager"),
+    )
+    .labels;
+    assert!(e2e::network_policy::selector_matches(
+        &json!({"matchLabels": service["spec"]["selector"]}),
+        &pod_labels
+    ));
+}
+
+#[test]
+fn monitoring_is_off_by_default_and_absent_in_pod_ip_mode() {
+    assert!(install(json!({})).of_kind("ServiceMonitor").is_empty());
+    let mut values: Value = serde_json::from_str(MONITORING_ON).unwrap();
+    values["jobmanager"] = json!({"rpcAddress": "podIP"});
+    let installed = install(values);
+    assert!(installed.of_kind("ServiceMonitor").is_empty());
+    assert!(installed.of_kind("PrometheusRule").is_empty());
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let installed = install(serde_json::from_str(MONITORING_ON).unwrap());
+    let rule = installed.object(
+        "monitoring.coreos.com/v1",
+        "PrometheusRule",
+        &format!("{FULLNAME}-port-sync"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rules = serde_norway::to_string(&rule["spec"]).unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
+    let tests = "port-sync-alerts.test.yaml";
+    std::fs::copy(
+        repository_file(&format!("tests/promtool/{tests}")),
+        dir.path().join(tests),
+    )
+    .unwrap();
+    let checked = e2e::promtool(&["check", "rules", "rules.yaml"], dir.path(), "");
+    assert!(checked.contains("SUCCESS: 5 rules found"), "{checked}");
+    e2e::promtool(&["test", "rules", tests], dir.path(), "");
+}
+
 #[test]
 fn application_mode_starts_the_baked_in_job_with_standalone_job() {
     let installed = install(json!({
@@ -1109,5 +1411,226 @@ fn the_schema_refuses_unknown_and_ill_typed_values() {
             .err()
             .unwrap_or_else(|| panic!("{values} was accepted"));
         assert!(refused.to_string().contains(said), "{values}: {refused}");
+    }
+}
+
+/// The facts about Bitnami's Flink chart that docs/bitnami.md relies on.
+fn bitnami_facts() -> Value {
+    let text = std::fs::read_to_string(repository_file("tests/fixtures/bitnami-flink.json"))
+        .expect("tests/fixtures/bitnami-flink.json");
+    serde_json::from_str(&text).expect("the Bitnami facts are JSON")
+}
+
+/// The Helm values of docs/bitnami.md: its first ```yaml block.
+fn bitnami_guide_values() -> Value {
+    let guide =
+        std::fs::read_to_string(repository_file("docs/bitnami.md")).expect("docs/bitnami.md");
+    let block = guide
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/bitnami.md has a ```yaml block of values");
+    serde_norway::from_str(block).expect("the guide's values are YAML")
+}
+
+/// Bitnami's image maps FLINK_CFG_<KEY> to a configuration key (the fixture's rule).
+fn bitnami_config_key(variable: &str) -> String {
+    variable
+        .trim_start_matches("FLINK_CFG_")
+        .replace("__", "-")
+        .replace('_', ".")
+        .to_lowercase()
+}
+
+#[test]
+fn the_bitnami_guide_args_parse_and_name_bitnamis_service_and_port_names() {
+    let facts = bitnami_facts();
+    let values = bitnami_guide_values();
+    let jobmanager = &values["jobmanager"];
+
+    let zk_wait = parse_zk_wait(container(jobmanager, "initContainers", "zk-wait"));
+    let port_sync = parse_port_sync(container(jobmanager, "sidecars", "port-sync"));
+
+    // Release "my": Bitnami's Service name pattern, and its Service port names.
+    assert_eq!(
+        port_sync.service,
+        facts["jobmanager_service"]["examples"]["my"]
+    );
+    let service_ports: Vec<&str> = facts["jobmanager_service"]["port_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|name| name.as_str().unwrap())
+        .collect();
+    let mapped = port_mappings(&port_sync);
+    assert_eq!(
+        mapped,
+        [
+            ("tcp-rpc".to_owned(), "jobmanager.rpc.port".to_owned()),
+            ("tcp-blob".to_owned(), "blob.server.port".to_owned()),
+        ]
+    );
+    for (name, _) in &mapped {
+        assert!(
+            service_ports.contains(&name.as_str()),
+            "{name} is not a port of Bitnami's Service"
+        );
+    }
+    assert_eq!(
+        port_sync.jobmanager_url.port(),
+        facts["jobmanager_container"]["default_ports"]["http"]
+            .as_u64()
+            .map(|port| port as u16)
+    );
+
+    // The HA keys, as Bitnami's image derives them from the variables; the HA RPC port pinned to
+    // Bitnami's bind port, so that the advertised port is the listened one.
+    let config: std::collections::BTreeMap<String, String> = jobmanager["extraEnvVars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|variable| {
+            (
+                bitnami_config_key(variable["name"].as_str().unwrap()),
+                variable["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(config["high-availability.type"], "zookeeper");
+    assert_eq!(
+        config["high-availability.jobmanager.port"],
+        facts["jobmanager_container"]["default_ports"]["rpc"].to_string()
+    );
+    assert_eq!(
+        config["high-availability.zookeeper.quorum"],
+        servers(&zk_wait).join(",")
+    );
+    for (variable, key) in facts["image_env_mapping"]["examples"].as_object().unwrap() {
+        assert_eq!(&bitnami_config_key(variable), key);
+    }
+}
+
+/// The value of `flag` in a container's argument list.
+fn flag_value(args: &[String], flag: &str) -> String {
+    args.iter()
+        .position(|arg| arg == flag)
+        .and_then(|at| args.get(at + 1))
+        .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
+        .clone()
+}
+
+#[test]
+fn the_bitnami_guide_args_sync_a_bitnami_shaped_service_from_a_real_flink_jobmanager() {
+    use e2e::kube_bed::{Bed, LIMIT, NAMESPACE as BED_NAMESPACE, SERVICE};
+    use std::time::{Duration, Instant};
+    use testbed::flink::{DEFAULT_VERSION, Flink, JobManager, JobManagerConfig};
+    use testbed::ports::free_port;
+    use testbed::process::{Echo, Process};
+    use testbed::zookeeper::{Ensemble, EnsembleConfig};
+
+    let facts = bitnami_facts();
+    // A release named "flink": Bitnami names its Service flink-jobmanager, the Service the
+    // shipped rbac/role.yaml grants (the stand-in enforces it).
+    assert_eq!(facts["jobmanager_service"]["examples"]["flink"], SERVICE);
+    let bed = Bed::new(ApiServerConfig::default());
+    // Bitnami's Service: tcp-rpc, http, tcp-blob at 6123, 8081, 6124 with numeric targetPorts.
+    bed.api
+        .edit_service(BED_NAMESPACE, SERVICE, |service| {
+            let defaults = &facts["jobmanager_container"]["service_default_ports"];
+            service["spec"]["ports"] = facts["jobmanager_service"]["port_names"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|name| {
+                    let port = &defaults[name.as_str().unwrap()];
+                    json!({"name": name, "port": port, "targetPort": port, "protocol": "TCP"})
+                })
+                .collect();
+        })
+        .unwrap();
+
+    // Flink as Bitnami configures it, plus the guide's HA variables: the RPC listener fixed by
+    // jobmanager.rpc.bind-port and high-availability.jobmanager.port pinned to the same port.
+    // Free ports instead of 6123/6124/8081: the machine is shared.
+    let (rpc, blob, rest) = (free_port(), free_port(), free_port());
+    let zookeeper = Ensemble::start_standalone(EnsembleConfig::standalone()).unwrap();
+    let flink = Flink::install(DEFAULT_VERSION).unwrap();
+    let values = bitnami_guide_values();
+    // The guide pins the HA port to Bitnami's bind port (6123 there, `rpc` here); the quorum,
+    // storage dir and cluster-id are the test bed's own.
+    let pins_ha_port = values["jobmanager"]["extraEnvVars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|variable| {
+            bitnami_config_key(variable["name"].as_str().unwrap())
+                == "high-availability.jobmanager.port"
+                && variable["value"] == "6123"
+        });
+    assert!(
+        pins_ha_port,
+        "the guide pins high-availability.jobmanager.port to 6123"
+    );
+    let config = JobManagerConfig::new(&zookeeper.connect_string())
+        .rest_port(rest)
+        .blob_port(blob)
+        .rpc_port(rpc)
+        .set("jobmanager.rpc.bind-port", &rpc.to_string());
+    let mut jobmanager = JobManager::start(&flink, config).unwrap();
+    jobmanager
+        .wait_rest_ready(Duration::from_secs(120))
+        .unwrap_or_else(|error| panic!("{error}\n{}", jobmanager.log()));
+
+    // The guide's port-sync arguments, with the Service of release "flink", this test's REST
+    // port and a free listen port.
+    let guide = container(&values["jobmanager"], "sidecars", "port-sync");
+    let mut args = argv(guide);
+    let replace = |args: &mut Vec<String>, flag: &str, value: String| {
+        let at = args.iter().position(|arg| arg == flag).unwrap() + 1;
+        args[at] = value;
+    };
+    assert_eq!(
+        flag_value(&args, "--jobmanager-url"),
+        "http://127.0.0.1:8081"
+    );
+    replace(&mut args, "--service", SERVICE.to_owned());
+    replace(
+        &mut args,
+        "--jobmanager-url",
+        format!("http://127.0.0.1:{rest}"),
+    );
+    replace(&mut args, "--listen", format!("127.0.0.1:{}", free_port()));
+    let mut command = e2e::command("port-sync", "PORT_SYNC_");
+    command
+        .env("KUBECONFIG", &bed.kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .args(&args[1..]);
+    let sidecar = Process::spawn("port-sync", command, Echo::Quiet).unwrap();
+
+    let deadline = Instant::now() + LIMIT;
+    while !(bed.exposes(SERVICE, "tcp-rpc", rpc) && bed.exposes(SERVICE, "tcp-blob", blob)) {
+        assert!(
+            Instant::now() < deadline,
+            "Bitnami's Service never held tcp-rpc {rpc} and tcp-blob {blob}: {:?}\n{}\n{}",
+            bed.api.get_service(BED_NAMESPACE, SERVICE),
+            sidecar.output(),
+            jobmanager.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The port Flink listens on is the one the Service now exposes.
+    std::net::TcpStream::connect(("127.0.0.1", rpc)).expect("Flink listens on the synced RPC port");
+    assert_eq!(bed.port_of(SERVICE, "http"), Some((8081, json!(8081))));
+}
+
+#[test]
+fn every_value_set_of_the_checkers_installs_into_the_stand_in() {
+    // The stand-in refuses what kube-apiserver refuses (names, labels, port names: see its
+    // conformance table), so each install proves the rendered objects acceptable.
+    for (name, values) in testbed::helm::CHART_VALUE_SETS {
+        let values: Value = serde_json::from_str(values).expect("a value set is JSON");
+        let installed = try_install(values)
+            .unwrap_or_else(|error| panic!("value set {name} does not install: {error}"));
+        assert!(!installed.created().is_empty(), "{name}");
     }
 }

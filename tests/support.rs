@@ -2,6 +2,7 @@
 //! so that no test can hang on a process that never ends.
 
 pub mod kube_bed;
+pub mod network_policy;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -71,4 +72,36 @@ pub fn run(name: &str, command: Command, limit: Duration) -> Finished {
         stdout: process.stdout(),
         stderr: process.stderr(),
     }
+}
+
+/// Runs promtool (Debian's `prometheus` package, which `cargo xtask test` installs) in `dir`
+/// with `stdin` as its input; its output, or a panic naming what it refused.
+pub fn promtool(args: &[&str], dir: &std::path::Path, stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!(
+                "promtool does not run ({error}): `cargo xtask test` installs Debian's prometheus"
+            )
+        });
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin.as_bytes())
+        .expect("promtool reads its input");
+    let output = child.wait_with_output().expect("promtool finishes");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool {args:?} failed:\n{text}");
+    text
 }

@@ -1,5 +1,10 @@
 //! The signal that ends either binary. Kubernetes stops a container with SIGTERM; a person at a
 //! terminal uses Ctrl-C (SIGINT).
+//!
+//! The listeners are made once, at start-up, and kept for the life of the process. A listener
+//! made later treats every signal delivered before it as already seen (tokio's listeners
+//! subscribe to a channel at its current version), so a program that made a new one for each
+//! phase could lose a SIGTERM that fell between two phases and run on until the SIGKILL.
 
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -28,53 +33,38 @@ impl Signal {
     }
 }
 
-/// SIGTERM and SIGINT handlers registered once, at start. Registering them anew for each
-/// `select!` would leave gaps between one registration being dropped and the next being made;
-/// tokio has by then replaced the default action, so a signal landing in such a gap was lost and
-/// the process ran on until SIGKILL.
+/// SIGTERM and SIGINT listeners for the whole run: make them first thing, then wait on the same
+/// value in every phase.
 pub struct Signals {
-    handlers: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    /// `None` only when the process has no signal support at all; then nothing would ever
+    /// arrive, so `recv` waits forever.
+    listeners: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
 impl Signals {
-    /// Registers the handlers; call first thing inside the runtime. Without signal support at
-    /// all nothing can arrive, and [`Signals::recv`] then waits forever.
+    /// Installs the handlers. Needs a tokio runtime's context (`Runtime::enter` or inside
+    /// `block_on`).
     pub fn register() -> Signals {
-        let handlers = match (
+        let listeners = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) {
             (Ok(term), Ok(int)) => Some((term, int)),
             _ => None,
         };
-        Signals { handlers }
+        Signals { listeners }
     }
 
-    /// Resolves when SIGTERM or SIGINT has arrived since registration (or since the last call
-    /// that returned); may be awaited again and again, e.g. in one `select!` after another.
+    /// Resolves when SIGTERM or SIGINT arrives, including one that arrived while nobody was
+    /// waiting. Cancel-safe: a `select!` that drops it loses no signal.
     pub async fn recv(&mut self) -> Signal {
-        let Some((term, int)) = self.handlers.as_mut() else {
+        let Some((term, int)) = &mut self.listeners else {
             return std::future::pending().await;
         };
         tokio::select! {
             _ = term.recv() => Signal::Terminate,
             _ = int.recv() => Signal::Interrupt,
         }
-    }
-}
-
-/// Resolves when SIGTERM or SIGINT arrives. Registering the handlers can only fail when the
-/// process has no signal support at all; then nothing would ever arrive, so it waits forever.
-pub async fn wait_for_signal() -> Signal {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => Signal::Terminate,
-        _ = int.recv() => Signal::Interrupt,
     }
 }
 

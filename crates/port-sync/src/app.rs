@@ -18,8 +18,7 @@ use tracing::{error, info, warn};
 pub const STOP_GRACE: Duration = Duration::from_millis(800);
 
 /// Runs port-sync as the command line says; returns the exit code.
-pub async fn run(cli: Cli) -> u8 {
-    let mut signals = shutdown::Signals::register();
+pub async fn run(cli: Cli, mut signals: shutdown::Signals) -> u8 {
     let jobmanager = match JobManager::new(&cli.jobmanager_url, cli.jobmanager_ca.as_deref()) {
         Ok(jobmanager) => jobmanager,
         Err(problem) => {

@@ -19,6 +19,47 @@ use std::time::Duration;
 /// The helm-sdkpy release the tests were written against (Helm v4.3.0, client-go v0.37.1).
 pub const HELM_SDKPY_VERSION: &str = "0.1.32";
 
+/// Value sets of helm/flink-ha with every optional part on at least once, as JSON: what the
+/// checkers (`cargo xtask checkers`) render and tests/chart.rs installs into the stand-in.
+pub const CHART_VALUE_SETS: &[(&str, &str)] = &[
+    ("default", "{}"),
+    (
+        "policies-and-monitoring",
+        r#"{"networkPolicy": {"enabled": true,
+              "restFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}],
+              "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
+            "monitoring": {"serviceMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}}}"#,
+    ),
+    (
+        "pod-ip",
+        r#"{"jobmanager": {"rpcAddress": "podIP"}, "networkPolicy": {"enabled": true}}"#,
+    ),
+    (
+        "external-zookeeper",
+        r#"{"zookeeper": {"external": {"quorum": "zk-0.zk:2181,zk-1.zk:2181,zk-2.zk:2181"}}, "networkPolicy": {"enabled": true}}"#,
+    ),
+    (
+        "application",
+        r#"{"mode": "application", "application": {"jobClassName": "org.example.Job", "args": ["--x", "1"]}}"#,
+    ),
+    (
+        "flink-1",
+        r#"{"image": {"tag": "1.18.1-java11"}, "flinkConfigFile": "flink-conf.yaml"}"#,
+    ),
+    (
+        "digests",
+        r#"{"image": {"digest": "sha256:8f2c7c6b3a1e4d5f60718293a4b5c6d7e8f90123456789abcdef0123456789ab"},
+            "sidecars": {"image": {"digest": "sha256:8f2c7c6b3a1e4d5f60718293a4b5c6d7e8f90123456789abcdef0123456789ab"}},
+            "zookeeper": {"image": {"digest": "sha256:8f2c7c6b3a1e4d5f60718293a4b5c6d7e8f90123456789abcdef0123456789ab"}}}"#,
+    ),
+    (
+        "no-persistence",
+        r#"{"highAvailability": {"persistence": {"enabled": false}},
+            "zookeeper": {"persistence": {"enabled": false}, "podDisruptionBudget": {"enabled": false}},
+            "tests": {"enabled": false}, "serviceAccount": {"create": false, "name": "flink"}}"#,
+    ),
+];
+
 /// The driver, kept in the repository and written into the venv when it differs.
 const DRIVER_SCRIPT: &str = include_str!("helm_driver.py");
 
@@ -41,60 +82,83 @@ pub fn venv_dir() -> io::Result<PathBuf> {
 }
 
 /// Installs helm-sdkpy into its venv when missing and returns it. Idempotent and safe to call
-/// from several processes at once: the install runs under a lock file, and a venv counts as
-/// installed only once its marker exists.
+/// from several processes at once (see [`PythonVenv::install`]).
 pub fn install_library() -> io::Result<HelmLibrary> {
-    let venv = venv_dir()?;
-    if !venv.join(COMPLETE_MARKER).exists() {
-        let cache = cache_dir()?;
-        fs::create_dir_all(&cache)?;
-        let _lock = install_lock(
-            &cache,
-            &format!("helm-sdkpy-{HELM_SDKPY_VERSION}"),
-            "helm-sdkpy",
-        )?;
-        // Another process may have finished while this one waited.
-        if !venv.join(COMPLETE_MARKER).exists() {
-            create_venv(&venv)?;
-        }
+    let helm_sdkpy = format!("helm-sdkpy=={HELM_SDKPY_VERSION}");
+    let venv = PythonVenv {
+        name: format!("helm-sdkpy-{HELM_SDKPY_VERSION}"),
+        what: "helm-sdkpy (Helm v4 as a library, ~40 MB download, once)",
+        // helm-sdkpy declares Python >= 3.12 but works on 3.11 (the machine's); cffi loads the .so.
+        pip_args: vec!["--ignore-requires-python".to_owned()],
+        requirements: vec![helm_sdkpy, "cffi".to_owned()],
+        // Loading the shared object proves the install, not only pip's word.
+        probe: vec![
+            "-c".to_owned(),
+            "import helm_sdkpy; print('Helm', helm_sdkpy.get_version())".to_owned(),
+        ],
     }
+    .install()?;
     let library = HelmLibrary { venv };
     library.write_driver()?;
     Ok(library)
 }
 
-fn create_venv(venv: &Path) -> io::Result<()> {
-    eprintln!(
-        "testbed: installing helm-sdkpy {HELM_SDKPY_VERSION} (Helm v4 as a library, ~40 MB \
-         download, once) into {}",
-        venv.display()
-    );
-    if venv.exists() {
-        fs::remove_dir_all(venv)?;
+/// A Python venv in the cache (outside the source tree) holding pinned PyPI packages: the
+/// Helm library, the chart's checkers.
+#[derive(Debug, Clone)]
+pub struct PythonVenv {
+    /// The venv's folder name in the cache, which should change with the pins.
+    pub name: String,
+    /// What it holds, for the message shown while it installs.
+    pub what: &'static str,
+    pub pip_args: Vec<String>,
+    /// pip requirements, each pinned (`name==version`).
+    pub requirements: Vec<String>,
+    /// Arguments of the venv's python that must succeed once pip has finished.
+    pub probe: Vec<String>,
+}
+
+impl PythonVenv {
+    /// Installs the venv when missing and returns its folder. Idempotent and safe to call from
+    /// several processes at once: the install runs under a lock file, and a venv counts as
+    /// installed only once its marker exists (a leftover of an interrupted install is redone).
+    pub fn install(&self) -> io::Result<PathBuf> {
+        let cache = cache_dir()?;
+        let venv = cache.join(&self.name);
+        if !venv.join(COMPLETE_MARKER).exists() {
+            fs::create_dir_all(&cache)?;
+            let _lock = install_lock(&cache, &self.name, self.what)?;
+            // Another process may have finished while this one waited.
+            if !venv.join(COMPLETE_MARKER).exists() {
+                self.create(&venv)?;
+            }
+        }
+        Ok(venv)
     }
-    run_to_success(Command::new("python3").arg("-m").arg("venv").arg(venv))?;
-    let python = venv.join("bin/python");
-    // helm-sdkpy declares Python >= 3.12 but works on 3.11 (the machine's); cffi loads the .so.
-    run_to_success(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg("--ignore-requires-python")
-            .arg(format!("helm-sdkpy=={HELM_SDKPY_VERSION}"))
-            .arg("cffi"),
-    )?;
-    // Loading the shared object proves the install, not only pip's word.
-    run_to_success(Command::new(&python).args([
-        "-c",
-        "import helm_sdkpy; print('Helm', helm_sdkpy.get_version())",
-    ]))?;
-    File::create(venv.join(COMPLETE_MARKER))?;
-    Ok(())
+
+    fn create(&self, venv: &Path) -> io::Result<()> {
+        eprintln!("testbed: installing {} into {}", self.what, venv.display());
+        if venv.exists() {
+            fs::remove_dir_all(venv)?;
+        }
+        run_to_success(Command::new("python3").arg("-m").arg("venv").arg(venv))?;
+        let python = venv.join("bin/python");
+        run_to_success(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(&self.pip_args)
+                .args(&self.requirements),
+        )?;
+        run_to_success(Command::new(&python).args(&self.probe))?;
+        File::create(venv.join(COMPLETE_MARKER))?;
+        Ok(())
+    }
 }
 
 fn run_to_success(command: &mut Command) -> io::Result<()> {

@@ -447,7 +447,12 @@ fn cargo() -> Command {
 
 /// Runs `command` to its end within `limit`; an overrun or a failure is an error carrying
 /// what it printed.
-fn run_bounded(what: &str, command: Command, echo: Echo, limit: Duration) -> io::Result<Process> {
+pub(crate) fn run_bounded(
+    what: &str,
+    command: Command,
+    echo: Echo,
+    limit: Duration,
+) -> io::Result<Process> {
     let mut process = Process::spawn(what, command, echo)?;
     match process.wait_timeout(limit)? {
         Some(status) if status.success() => Ok(process),

@@ -6,6 +6,7 @@
 //! test starts is stopped when the test ends, also on panic.
 
 pub mod dns;
+pub mod failover;
 pub mod fake_jobmanager;
 pub mod fake_peer;
 pub mod flink;
@@ -15,10 +16,12 @@ pub mod image;
 pub mod kube_api;
 pub mod load;
 pub mod matrix;
+pub mod pods;
 pub mod ports;
 pub mod process;
 pub mod scenario;
 pub mod service_bed;
 pub mod soak;
+pub mod stand_in_images;
 pub mod zookeeper;
 pub mod zookeeper_versions;

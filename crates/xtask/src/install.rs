@@ -54,6 +54,23 @@ pub const DNSMASQ: Package = Package {
     name: "dnsmasq-base",
     provides: "/usr/sbin/dnsmasq",
 };
+/// kubectl, for `kubectl kustomize rbac/` (the chart's checkers).
+pub const KUBERNETES_CLIENT: Package = Package {
+    name: "kubernetes-client",
+    provides: "/usr/bin/kubectl",
+};
+/// promtool, for the chart's alert rules and port-sync's /metrics. Installing the package
+/// starts no server where no init system runs (containers, CI) or where policy-rc.d forbids it.
+pub const PROMETHEUS: Package = Package {
+    name: "prometheus",
+    provides: "/usr/bin/promtool",
+};
+/// Makes the Debian root file system the stand-in `flink` and `zookeeper` images are built on
+/// (testbed::stand_in_images, tests/pods.rs).
+pub const DEBOOTSTRAP: Package = Package {
+    name: "debootstrap",
+    provides: "/usr/sbin/debootstrap",
+};
 /// The CA bundle the image carries for port-sync's https JobManager client.
 pub const CA_CERTIFICATES: Package = Package {
     name: "ca-certificates",

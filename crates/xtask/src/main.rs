@@ -3,7 +3,9 @@
 
 mod bench_port_sync;
 mod bench_zk_wait;
+mod checkers;
 mod demo;
+mod failover;
 mod fuzz;
 mod image;
 mod install;
@@ -34,6 +36,9 @@ enum Task {
     Demo,
     /// Build the container image (both binaries, FROM scratch) with podman.
     Image,
+    /// The chart, image and RBAC manifests judged by their users' tools: kubernetes-validate,
+    /// checkov, yamllint, hadolint, kubectl kustomize (installed when missing).
+    Checkers,
     /// port-sync against a real JobManager of each Flink version (1.18 - 2.3): live ports
     /// synced, a restart followed; prints a table, fails if any version fails.
     Matrix {
@@ -87,6 +92,28 @@ enum Task {
         #[arg(long)]
         port_sync: Option<std::path::PathBuf>,
     },
+    /// The article's streaming job (application mode, checkpoints, exactly-once sink) with its
+    /// JobManager killed mid-stream, per variant of how TaskManagers reach the JobManager: the
+    /// recovery milestones' medians, error-delays hit, restored checkpoint, exactly-once.
+    Failover {
+        /// Runs of each variant (interleaved).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Variants, comma-separated: pod-ip, port-sync, pinned.
+        #[arg(long, value_delimiter = ',', default_value = "pod-ip,port-sync,pinned")]
+        variants: Vec<String>,
+        /// A Flink setting for JobManager and TaskManager, KEY=VALUE (repeat for more): the
+        /// levers measured, e.g. `cluster.registration.error-delay=1 s`.
+        #[arg(long = "flink-setting")]
+        flink_settings: Vec<String>,
+        /// Recover with the chart's configuration: its flinkConfiguration's recovery settings
+        /// (ZooKeeper client timeouts, registration delays) and its ZooKeeper tickTime.
+        #[arg(long)]
+        chart: bool,
+        /// Stop the JobManager with SIGTERM (a pod deletion) instead of SIGKILL (a crash).
+        #[arg(long)]
+        sigterm: bool,
+    },
     /// Run each cargo-fuzz target (crates/fuzz) for a bounded time; fail on any crash.
     Fuzz {
         /// Seconds per target.
@@ -120,8 +147,16 @@ fn main() -> ExitCode {
         Task::Test => test::run(),
         Task::Demo => demo::run(),
         Task::Image => image::run(),
+        Task::Checkers => checkers::run(),
         Task::Matrix { versions } => matrix::run(versions),
         Task::Fuzz { seconds } => fuzz::run(seconds),
+        Task::Failover {
+            runs,
+            variants,
+            flink_settings,
+            chart,
+            sigterm,
+        } => failover::run(runs, &variants, &flink_settings, chart, sigterm),
         Task::ZookeeperVersions { versions } => zookeeper_versions::run(versions),
         Task::Load {
             instances,

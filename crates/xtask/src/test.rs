@@ -17,6 +17,8 @@ pub fn run() -> Result {
         install::RUNC,
         install::DNSMASQ,
         install::CA_CERTIFICATES,
+        install::PROMETHEUS,
+        install::DEBOOTSTRAP,
     ])?;
     install::nextest()?;
     install::flink()?;
@@ -37,6 +39,16 @@ pub fn run() -> Result {
     testbed::helm::install_library().map_err(|error| error.to_string())?;
     // Built here, not inside a test: a cold static release build takes minutes.
     crate::image::run()?;
+    // The stand-ins for the official flink and zookeeper images that tests/pods.rs runs the
+    // chart's pods in: cached by content; a cold build (debootstrap, two images) outlasts a test.
+    eprintln!("==> build the stand-in flink and zookeeper images (cached by content)");
+    let podman = testbed::image::Podman::new().map_err(|error| error.to_string())?;
+    let images = testbed::stand_in_images::build(&podman, &Echo::Prefixed("    ".into()))
+        .map_err(|error| error.to_string())?;
+    eprintln!(
+        "    {} and {}; built now: {:?}",
+        images.flink, images.zookeeper, images.built
+    );
 
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
@@ -54,6 +66,8 @@ pub fn run() -> Result {
     step("lint", clippy)?;
 
     crate::supply_chain::check()?;
+
+    crate::checkers::run()?;
 
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);

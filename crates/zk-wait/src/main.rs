@@ -12,9 +12,10 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a current-thread runtime needs no resources that can be missing");
+    // Signal listeners first, before any work: a SIGTERM at any moment after this is seen.
+    let mut signals = runtime.block_on(async { shutdown::Signals::register() });
     let options = cli.wait_options();
     let code = runtime.block_on(async {
-        let mut signals = shutdown::Signals::register();
         tokio::select! {
             outcome = zk_wait::wait::wait(&options) => {
                 let summary = match cli.log_format {

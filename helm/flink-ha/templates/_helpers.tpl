@@ -108,7 +108,9 @@ Service, because zk-wait counts members that serve and a Service would hide whic
 {{- define "flink-ha.labels" -}}
 helm.sh/chart: {{ include "flink-ha.chart" . }}
 {{ include "flink-ha.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.image.tag | quote }}
+{{- with include "flink-ha.versionLabel" . }}
+app.kubernetes.io/version: {{ . | quote }}
+{{- end }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: {{ include "flink-ha.name" . }}
 {{- end }}
@@ -129,12 +131,55 @@ app.kubernetes.io/component: {{ index . 1 }}
 app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
+{{/*
+app.kubernetes.io/version: Flink's image tag made a valid label value (at most 63 characters
+of [A-Za-z0-9_.-], alphanumeric at both ends): a tag may be 128 characters long and, when a
+user pins a digest the old way, hold `@` and `:`, which the API server refuses in a label.
+Empty (and the label left out) when nothing of the tag remains.
+*/}}
+{{- define "flink-ha.versionLabel" -}}
+{{- regexReplaceAll "[^-A-Za-z0-9_.]" (toString .Values.image.tag) "_" | trunc 63 | trimAll "-_." }}
+{{- end }}
+
+{{/*
+An image reference from {repository, tag, digest}: "repository@digest" when a digest is set
+(the tag is then ignored, as in Bitnami's common.images.image: the digest alone decides what
+runs), else "repository:tag". Call with (list repository tag digest).
+*/}}
+{{- define "flink-ha.imageReference" -}}
+{{- $repository := index . 0 }}
+{{- $digest := index . 2 }}
+{{- if $digest }}
+{{- printf "%s@%s" $repository $digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (index . 1) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A label selector for this release's pods of the given components. Call with
+(list $ (list "jobmanager" "taskmanager")).
+*/}}
+{{- define "flink-ha.flinkPodsSelector" -}}
+matchLabels:
+  {{- include "flink-ha.selectorLabels" (index . 0) | nindent 2 }}
+matchExpressions:
+  - key: app.kubernetes.io/component
+    operator: In
+    values:
+      {{- toYaml (index . 1) | nindent 6 }}
+{{- end }}
+
 {{- define "flink-ha.flinkImage" -}}
-{{- printf "%s:%s" .Values.image.repository .Values.image.tag }}
+{{- include "flink-ha.imageReference" (list .Values.image.repository .Values.image.tag .Values.image.digest) }}
 {{- end }}
 
 {{- define "flink-ha.sidecarImage" -}}
-{{- printf "%s:%s" .Values.sidecars.image.repository (default .Chart.AppVersion .Values.sidecars.image.tag) }}
+{{- include "flink-ha.imageReference" (list .Values.sidecars.image.repository (default .Chart.AppVersion .Values.sidecars.image.tag) .Values.sidecars.image.digest) }}
+{{- end }}
+
+{{- define "flink-ha.zookeeperImage" -}}
+{{- include "flink-ha.imageReference" (list .Values.zookeeper.image.repository .Values.zookeeper.image.tag .Values.zookeeper.image.digest) }}
 {{- end }}
 
 {{/*

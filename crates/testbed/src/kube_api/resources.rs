@@ -91,6 +91,20 @@ pub static NETWORK_POLICIES: ResourceType = stored_as_given(
     "NetworkPolicy",
     "networkpolicies",
 );
+/// prometheus-operator's kinds (CustomResourceDefinitions in a real cluster), which the chart
+/// creates when its monitoring values are on.
+pub static SERVICE_MONITORS: ResourceType = stored_as_given(
+    "monitoring.coreos.com",
+    "v1",
+    "ServiceMonitor",
+    "servicemonitors",
+);
+pub static PROMETHEUS_RULES: ResourceType = stored_as_given(
+    "monitoring.coreos.com",
+    "v1",
+    "PrometheusRule",
+    "prometheusrules",
+);
 
 static ALL: &[&ResourceType] = &[
     &SERVICES,
@@ -104,6 +118,8 @@ static ALL: &[&ResourceType] = &[
     &ROLES,
     &ROLE_BINDINGS,
     &NETWORK_POLICIES,
+    &SERVICE_MONITORS,
+    &PROMETHEUS_RULES,
 ];
 
 /// The kind `api_version` (`v1`, `apps/v1`) and `kind` (`Deployment`) name, if served.
