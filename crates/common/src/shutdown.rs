@@ -67,3 +67,28 @@ impl Signals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SIGTERM sent while nobody is awaiting `recv` (the gap between two `select!`s) must
+    /// still be seen by the next `recv`.
+    #[tokio::test]
+    async fn a_signal_between_two_waits_is_not_lost() {
+        let mut signals = Signals::register();
+        let sent = std::process::Command::new("kill")
+            .args(["-s", "TERM", &std::process::id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        // Let the runtime's signal driver turn while nobody awaits `recv`: with handlers
+        // registered per wait (the old `wait_for_signal` in each `select!`) the SIGTERM is
+        // consumed here and lost.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let received = tokio::time::timeout(std::time::Duration::from_secs(30), signals.recv())
+            .await
+            .expect("the SIGTERM sent before recv was awaited arrives");
+        assert_eq!(received, Signal::Terminate);
+    }
+}
