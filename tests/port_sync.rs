@@ -9,6 +9,7 @@ use e2e::kube_bed::{Bed, LIMIT, NAMESPACE, SERVICE, USER};
 use e2e::{Finished, run};
 use serde_json::json;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 use testbed::fake_jobmanager::{Answer, FakeJobManager, config_json};
 use testbed::kube_api::{ApiServerConfig, Fault, FaultOn};
@@ -410,4 +411,125 @@ fn the_token_is_never_logged() {
         "a refused token is not in sync: {}",
         runs[2].said()
     );
+}
+
+/// Starts port-sync, waits until `held` says the phase is under way (a request is held open),
+/// sends SIGTERM and expects a clean exit well before any time-out of that phase would end it.
+fn sigterm_while_held(name: &str, sidecar: Command, held: impl Fn() -> bool) {
+    let mut sidecar = Process::spawn("port-sync", sidecar, Echo::Quiet).unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !held() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: the phase never began\n{}",
+            sidecar.output()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sidecar.signal("TERM").unwrap();
+    let status = sidecar
+        .wait_timeout(Duration::from_secs(2))
+        .unwrap()
+        .unwrap_or_else(|| {
+            panic!(
+                "{name}: still running 2 s after SIGTERM:\n{}",
+                sidecar.output()
+            )
+        });
+    assert_eq!(status.code(), Some(0), "{name}: {}", sidecar.output());
+    assert!(
+        sidecar.stderr().contains("SIGTERM received"),
+        "{name}: {}",
+        sidecar.output()
+    );
+}
+
+#[test]
+fn sigterm_ends_it_in_every_phase_of_start_up_and_of_once() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    for (name, loop_args) in [
+        ("--once", vec!["--once"]),
+        ("the loop", vec!["--listen", &listen]),
+    ] {
+        // The JobManager takes the request and never answers (its 5 s time-out is far off).
+        let bed = Bed::new(ApiServerConfig::default());
+        let jobmanager = FakeJobManager::start(Answer::Silent);
+        sigterm_while_held(
+            &format!("{name}, reading the JobManager"),
+            bed.port_sync(&jobmanager.url(), &loop_args),
+            || jobmanager.requests() > 0,
+        );
+
+        // The API server takes the first request and answers a minute later.
+        let bed = Bed::new(ApiServerConfig::default());
+        let jobmanager = FakeJobManager::start(Answer::ports(41030, 42030));
+        let faults = bed.api.faults();
+        faults.fail_next(FaultOn::Any, 1, Fault::Delay(Duration::from_secs(60)));
+        sigterm_while_held(
+            &format!("{name}, waiting for the API server"),
+            bed.port_sync(&jobmanager.url(), &loop_args),
+            || faults.pending() == 0,
+        );
+    }
+}
+
+#[test]
+fn a_writer_that_keeps_undoing_the_ports_is_repaired_at_a_slowing_pace() {
+    let bed = Bed::new(ApiServerConfig::default());
+    let jobmanager = FakeJobManager::start(Answer::ports(41040, 42040));
+    let listen = free_port();
+    let sidecar = Process::spawn(
+        "port-sync",
+        bed.port_sync(
+            &jobmanager.url(),
+            &[
+                "--interval",
+                "200ms",
+                "--listen",
+                &format!("127.0.0.1:{listen}"),
+            ],
+        ),
+        Echo::Quiet,
+    )
+    .unwrap();
+    bed.wait_holds(41040, 42040, &sidecar);
+    let patches_before = bed.patch_requests().len();
+
+    // The other writer: puts the chart's rpc port back whenever port-sync's is there, for 10 s
+    // (as a webhook or an `apply` loop would).
+    let fight = Duration::from_secs(10);
+    let until = std::time::Instant::now() + fight;
+    let mut reverts = 0;
+    while std::time::Instant::now() < until {
+        if bed.holds(41040, 42040) {
+            bed.api
+                .edit_service(NAMESPACE, SERVICE, |service| {
+                    service["spec"]["ports"][0]["port"] = json!(6123);
+                    service["spec"]["ports"][0]["targetPort"] = json!(6123);
+                })
+                .unwrap();
+            reverts += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let patches = bed.patch_requests().len() - patches_before;
+    eprintln!("{patches} patches for {reverts} reverts in {fight:?}");
+    // Repairs at once, then 1, 2, 4 s later: 5 or 6 in 10 s (undamped: one per revert, hundreds).
+    assert!(
+        (4..=8).contains(&patches),
+        "{patches} patches for {reverts} reverts in {fight:?}\n{}",
+        sidecar.output()
+    );
+    let metrics = http_get(listen, "/metrics");
+    assert!(
+        metrics.lines().any(|l| l
+            .strip_prefix("port_sync_reverted_total ")
+            .is_some_and(|n| n.parse::<u64>().unwrap() >= 4)),
+        "{metrics}"
+    );
+    let warnings = sidecar
+        .stderr()
+        .matches("another writer keeps undoing our ports")
+        .count();
+    assert_eq!(warnings, 1, "{}", sidecar.output());
 }

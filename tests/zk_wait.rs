@@ -425,10 +425,17 @@ fn every_flag_can_come_from_the_environment() {
 
 #[test]
 fn sigterm_and_sigint_end_it_at_once() {
-    for (signal, code) in [("TERM", 143), ("INT", 130)] {
-        let nobody = format!("127.0.0.1:{}", free_port());
+    // A member that takes the connection and never answers holds a probe open.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = silent.local_addr().unwrap().to_string();
+    let nobody = format!("127.0.0.1:{}", free_port());
+    for (signal, code, member) in [
+        ("TERM", 143, &nobody),
+        ("INT", 130, &nobody),
+        ("TERM", 143, &silent),
+    ] {
         let mut waiter =
-            Process::spawn("zk-wait", zk_wait(&["--zookeeper", &nobody]), Echo::Quiet).unwrap();
+            Process::spawn("zk-wait", zk_wait(&["--zookeeper", member]), Echo::Quiet).unwrap();
         waiter
             .wait_for_line(LIMIT, |line| line.contains("waiting"))
             .expect("zk-wait logs that it waits");

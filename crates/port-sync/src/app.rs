@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 pub const STOP_GRACE: Duration = Duration::from_millis(800);
 
 /// Runs port-sync as the command line says; returns the exit code.
-pub async fn run(cli: Cli) -> u8 {
+pub async fn run(cli: Cli, mut signals: shutdown::Signals) -> u8 {
     let jobmanager = match JobManager::new(&cli.jobmanager_url, cli.jobmanager_ca.as_deref()) {
         Ok(jobmanager) => jobmanager,
         Err(problem) => {
@@ -37,10 +37,10 @@ pub async fn run(cli: Cli) -> u8 {
                 return 2;
             }
         },
-        signal = shutdown::wait_for_signal() => return stopped_by(signal),
+        signal = signals.recv() => return stopped_by(signal),
     };
     if cli.once {
-        return run_once(&cli, &jobmanager, &service).await;
+        return run_once(&cli, &jobmanager, &service, &mut signals).await;
     }
 
     let listener = match TcpListener::bind(cli.listen).await {
@@ -63,7 +63,7 @@ pub async fn run(cli: Cli) -> u8 {
         jobmanager, service, options, metrics, stopping,
     ));
     let code = tokio::select! {
-        signal = shutdown::wait_for_signal() => {
+        signal = signals.recv() => {
             info!("{} received; stopping", signal.name());
             let _ = stop.send(true);
             if tokio::time::timeout(STOP_GRACE, &mut sync).await.is_err() {
@@ -82,11 +82,16 @@ pub async fn run(cli: Cli) -> u8 {
     code
 }
 
-async fn run_once(cli: &Cli, jobmanager: &JobManager, service: &ServiceHandle) -> u8 {
+async fn run_once(
+    cli: &Cli,
+    jobmanager: &JobManager,
+    service: &ServiceHandle,
+    signals: &mut shutdown::Signals,
+) -> u8 {
     let round = crate::once::once(jobmanager, service, &cli.ports, cli.dry_run);
     let report = tokio::select! {
         report = round => report,
-        signal = shutdown::wait_for_signal() => return stopped_by(signal),
+        signal = signals.recv() => return stopped_by(signal),
     };
     let text = match cli.log_format {
         LogFormat::Text => report.to_text(),

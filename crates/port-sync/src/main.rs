@@ -1,5 +1,5 @@
 use port_sync::cli::Cli;
-use sidecar_common::logging;
+use sidecar_common::{logging, shutdown};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -10,7 +10,9 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a current-thread runtime needs no resources that can be missing");
-    let code = runtime.block_on(port_sync::app::run(cli));
+    // Signal listeners first, before any work: a SIGTERM at any moment after this is seen.
+    let signals = runtime.block_on(async { shutdown::Signals::register() });
+    let code = runtime.block_on(port_sync::app::run(cli, signals));
     // Leave behind whatever a signal interrupted (the grace period is already spent).
     runtime.shutdown_background();
     ExitCode::from(code)

@@ -25,6 +25,8 @@ pub const ERROR_KINDS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metrics {
     pub patches_total: u64,
+    /// Our patches that someone else undid within `sync::REVERT_WINDOW`.
+    pub reverted_total: u64,
     pub errors_total: BTreeMap<&'static str, u64>,
     /// The mapped ports as the Service last showed them.
     pub service_ports: BTreeMap<String, i32>,
@@ -41,6 +43,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Self {
             patches_total: 0,
+            reverted_total: 0,
             errors_total: ERROR_KINDS.iter().map(|kind| (*kind, 0)).collect(),
             service_ports: BTreeMap::new(),
             desired_ports: DesiredPorts::default(),
@@ -66,6 +69,14 @@ impl Metrics {
             "JSON Patches the API server accepted.",
         );
         let _ = writeln!(out, "port_sync_patches_total {}", self.patches_total);
+
+        header(
+            &mut out,
+            "port_sync_reverted_total",
+            "counter",
+            "Our patches that another writer undid within a minute.",
+        );
+        let _ = writeln!(out, "port_sync_reverted_total {}", self.reverted_total);
 
         header(
             &mut out,
@@ -158,6 +169,7 @@ mod tests {
     fn renders_every_family_with_help_and_type() {
         let mut metrics = Metrics {
             patches_total: 3,
+            reverted_total: 2,
             service_ports: [("rpc".to_owned(), 44215)].into(),
             desired_ports: DesiredPorts::from([("rpc", 44215)]),
             last_sync_seconds: Some(1_700_000_000.5),
@@ -170,6 +182,8 @@ mod tests {
         for line in [
             "# TYPE port_sync_patches_total counter",
             "port_sync_patches_total 3",
+            "# TYPE port_sync_reverted_total counter",
+            "port_sync_reverted_total 2",
             "port_sync_errors_total{kind=\"api_conflict\"} 1",
             "port_sync_errors_total{kind=\"api_forbidden\"} 0",
             "port_sync_service_port{name=\"rpc\"} 44215",
@@ -182,7 +196,7 @@ mod tests {
         }
         // Each family's HELP and TYPE come once, before its samples.
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!(families, 7);
+        assert_eq!(families, 8);
         assert!(text.ends_with('\n'));
     }
 

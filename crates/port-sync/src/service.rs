@@ -296,13 +296,20 @@ pub fn describe_status(
             format!("{verb_name} of Service {namespace}/{name}: unexpected answer {code}{said}"),
         ),
     };
+    let asked =
+        (retry_after_seconds > 0).then(|| Duration::from_secs(u64::from(retry_after_seconds)));
     ApiFailure {
         kind,
-        message,
-        retry_after: (retry_after_seconds > 0)
-            .then(|| Duration::from_secs(u64::from(retry_after_seconds))),
+        message: message.trim_end().to_owned(),
+        retry_after: asked.or((code == 429).then_some(THROTTLED_RETRY_AFTER)),
     }
 }
+
+/// kube-apiserver's max-in-flight and API Priority and Fairness filters answer 429 with a plain
+/// text body and the header `Retry-After: 1` (staging/src/k8s.io/apiserver/pkg/server/filters/
+/// maxinflight.go, `retryAfter = "1"`); kube-client turns that body into a Status without
+/// details and drops the header, so a 429 without `details.retryAfterSeconds` waits this long.
+pub const THROTTLED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// kube's errors wrap the useful cause ("Connection refused", "invalid peer certificate") in
 /// layers of context; the innermost says what happened.
@@ -375,7 +382,18 @@ mod tests {
         let failure = describe_status(Verb::Get, "ns", "s", 429, "slow down", 3);
         assert_eq!(failure.kind, FailureKind::RateLimited);
         assert_eq!(failure.retry_after, Some(Duration::from_secs(3)));
-        let failure = describe_status(Verb::Get, "ns", "s", 429, "", 0);
+        // The real throttling filters' 429 reaches port-sync without details: their 1 s holds.
+        let failure = describe_status(
+            Verb::Get,
+            "ns",
+            "s",
+            429,
+            "Too many requests, please try again later.\n",
+            0,
+        );
+        assert_eq!(failure.retry_after, Some(THROTTLED_RETRY_AFTER));
+        assert!(!failure.message.ends_with('\n'), "{:?}", failure.message);
+        let failure = describe_status(Verb::Get, "ns", "s", 503, "", 0);
         assert_eq!(failure.retry_after, None);
     }
 

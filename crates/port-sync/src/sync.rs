@@ -29,6 +29,94 @@ const SLOWDOWN_STEP: Duration = Duration::from_secs(10);
 pub const RETRY_MIN: Duration = Duration::from_millis(100);
 pub const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// Our patch undone by someone else within this long of landing counts as a revert. Short on
+/// purpose: damping exists so that a fight never becomes a PATCH storm, and a writer slower than
+/// this costs at most one repair per window (12 a minute), while an outside edit every few
+/// seconds or minutes (a person, a CI `apply`) is repaired at once instead of ever later.
+pub const REVERT_WINDOW: Duration = Duration::from_secs(5);
+/// Repairs of repeated reverts wait this long after the second, doubling up to `DAMPING_MAX`.
+pub const DAMPING_MIN: Duration = Duration::from_secs(1);
+pub const DAMPING_MAX: Duration = Duration::from_secs(300);
+
+/// Another writer undoing our patches (a webhook, a controller, an `apply` loop): the first
+/// revert is repaired at once (a one-off `helm upgrade`), repeated ones at a pace that halves
+/// each time down to one repair per `DAMPING_MAX`, so a fight never becomes a PATCH storm.
+#[derive(Debug, Default)]
+pub struct Damping {
+    /// When our last patch landed, and the ports it wrote. Taken by the revert that undoes it.
+    last_patch: Option<(Instant, DesiredPorts)>,
+    /// Reverts in a row, each within `REVERT_WINDOW` of the patch it undid.
+    reverts: u32,
+}
+
+/// One of our patches undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revert {
+    /// 1 for the first of an episode.
+    pub in_a_row: u32,
+    /// How long to wait before repairing it.
+    pub hold: Duration,
+}
+
+impl Damping {
+    pub fn patched(&mut self, now: Instant, desired: &DesiredPorts) {
+        self.last_patch = Some((now, desired.clone()));
+    }
+
+    /// The Service no longer holds `desired`. A revert when it undoes our last patch of these
+    /// same ports (a JobManager that moved is never damped).
+    pub fn undone(&mut self, now: Instant, desired: &DesiredPorts) -> Option<Revert> {
+        let (at, patched) = self.last_patch.take()?;
+        if &patched != desired {
+            self.reverts = 0;
+            return None;
+        }
+        self.reverts = if now.duration_since(at) <= REVERT_WINDOW {
+            self.reverts + 1
+        } else {
+            1
+        };
+        let hold = match self.reverts {
+            0 | 1 => Duration::ZERO,
+            n => DAMPING_MIN
+                .saturating_mul(1 << (n - 2).min(16))
+                .min(DAMPING_MAX),
+        };
+        Some(Revert {
+            in_a_row: self.reverts,
+            hold,
+        })
+    }
+}
+
+/// Who last set `spec.ports`, from `metadata.managedFields`: "manager (operation at time)".
+pub fn ports_writer(service: &Service) -> Option<String> {
+    let sets_ports =
+        |entry: &&k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
+            entry
+                .fields_v1
+                .as_ref()
+                .and_then(|fields| fields.0.get("f:spec"))
+                .is_some_and(|spec| spec.get("f:ports").is_some())
+        };
+    let entry = service
+        .metadata
+        .managed_fields
+        .as_ref()?
+        .iter()
+        .filter(sets_ports)
+        .max_by_key(|entry| entry.time.as_ref().map(|time| time.0))?;
+    Some(format!(
+        "{} ({} at {})",
+        entry.manager.as_deref().unwrap_or("an unnamed manager"),
+        entry.operation.as_deref().unwrap_or("an unnamed operation"),
+        entry
+            .time
+            .as_ref()
+            .map_or_else(|| "an unknown time".to_owned(), |time| time.0.to_string())
+    ))
+}
+
 /// Everything that shapes the loop; the CLI fills it.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -233,6 +321,10 @@ struct Loop {
     retry_at: Option<Instant>,
     /// The end of the last Retry-After the API server gave: no retry runs before it.
     retry_held_until: Option<Instant>,
+    damping: Damping,
+    /// No repair of a reverted patch before this (`Damping`); cleared when the JobManager's
+    /// ports change.
+    repair_held_until: Option<Instant>,
     jobmanager_problem: Quiet,
     service_problem: Quiet,
     /// The last patch printed in --dry-run, not to print it every second.
@@ -259,6 +351,8 @@ impl Loop {
             retry: Retry::default(),
             retry_at: None,
             retry_held_until: None,
+            damping: Damping::default(),
+            repair_held_until: None,
             jobmanager_problem: Quiet::default(),
             service_problem: Quiet::default(),
             printed_patch: None,
@@ -277,6 +371,7 @@ impl Loop {
                         info!("the JobManager's ports changed: {old} -> {desired}");
                     }
                     self.desired = Some(desired.clone());
+                    self.repair_held_until = None;
                 }
                 {
                     let mut metrics = self.metrics.lock();
@@ -394,7 +489,12 @@ impl Loop {
         match plan(current, &desired) {
             Ok(None) => self.matched(&desired),
             Ok(Some(plan)) if self.options.dry_run => self.print_dry_run(&plan),
-            Ok(Some(plan)) => self.apply(&plan, &desired).await,
+            Ok(Some(plan)) => {
+                if self.damped(&desired) {
+                    return;
+                }
+                self.apply(&plan, &desired).await;
+            }
             Err(problem) => {
                 self.metrics.lock().in_sync = false;
                 self.metrics.lock().count_error("service_ports");
@@ -420,6 +520,7 @@ impl Loop {
                 let now_matches = in_sync(&patched, desired);
                 self.observe(patched);
                 if now_matches {
+                    self.damping.patched(Instant::now(), desired);
                     self.matched(desired);
                 } else {
                     // Someone else's change landed with ours; plan again.
@@ -432,6 +533,44 @@ impl Loop {
                 self.failed(&failure);
             }
         }
+    }
+
+    /// True when the repair must wait (another writer keeps undoing our patch); the loop
+    /// comes back to it when the hold ends.
+    fn damped(&mut self, desired: &DesiredPorts) -> bool {
+        let now = Instant::now();
+        if let Some(until) = self.repair_held_until {
+            if now < until {
+                self.retry_at = Some(until);
+                return true;
+            }
+            self.repair_held_until = None;
+            return false;
+        }
+        let Some(revert) = self.damping.undone(now, desired) else {
+            return false;
+        };
+        self.metrics.lock().reverted_total += 1;
+        if revert.hold.is_zero() {
+            return false;
+        }
+        if revert.in_a_row == 2 {
+            let writer = self
+                .observed
+                .as_ref()
+                .and_then(ports_writer)
+                .unwrap_or_else(|| "metadata.managedFields names no writer of spec.ports".into());
+            warn!(
+                "another writer keeps undoing our ports on Service {} (last set by {writer}); \
+                 repairing at a slowing pace, at most every {}s (port_sync_reverted_total counts)",
+                self.service.display_name(),
+                DAMPING_MAX.as_secs()
+            );
+        }
+        debug!(hold = ?revert.hold, in_a_row = revert.in_a_row, "repair of a reverted patch held");
+        self.repair_held_until = Some(now + revert.hold);
+        self.retry_at = Some(now + revert.hold);
+        true
     }
 
     fn matched(&mut self, desired: &DesiredPorts) {
@@ -578,6 +717,69 @@ mod tests {
     use super::*;
 
     const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_writer_that_keeps_undoing_our_patch_is_repaired_at_a_halving_pace() {
+        let ports = DesiredPorts::from([("rpc", 41001), ("blob", 42001)]);
+        let mut damping = Damping::default();
+        let mut now = Instant::now();
+        let mut holds = Vec::new();
+        for _ in 0..14 {
+            damping.patched(now, &ports);
+            now += Duration::from_millis(50);
+            let revert = damping.undone(now, &ports).expect("our patch was undone");
+            holds.push(revert.hold);
+            now += revert.hold;
+        }
+        let expected: Vec<Duration> = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300, 300]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect();
+        assert_eq!(holds, expected);
+        // Nothing to undo until we patch again: one revert per patch.
+        assert_eq!(damping.undone(now, &ports), None);
+    }
+
+    #[test]
+    fn a_revert_after_the_window_or_of_other_ports_starts_afresh() {
+        let ports = DesiredPorts::from([("rpc", 41001), ("blob", 42001)]);
+        let moved = DesiredPorts::from([("rpc", 41002), ("blob", 42001)]);
+        let mut damping = Damping::default();
+        let now = Instant::now();
+        damping.patched(now, &ports);
+        assert_eq!(damping.undone(now, &ports).unwrap().in_a_row, 1);
+        damping.patched(now, &ports);
+        assert_eq!(damping.undone(now, &ports).unwrap().hold, SECOND);
+        // Our patch held longer than the window: a new episode, repaired at once.
+        damping.patched(now, &ports);
+        let late = damping
+            .undone(now + REVERT_WINDOW + SECOND, &ports)
+            .unwrap();
+        assert_eq!((late.in_a_row, late.hold), (1, Duration::ZERO));
+        // The JobManager moved: not a revert, never damped.
+        damping.patched(now, &ports);
+        assert_eq!(damping.undone(now, &moved), None);
+    }
+
+    #[test]
+    fn the_writer_of_spec_ports_is_named_from_managed_fields() {
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "flink-jobmanager", "managedFields": [
+                {"manager": "helm", "operation": "Update", "time": "2026-12-03T09:00:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:ports": {}}}},
+                {"manager": "kubectl-label", "operation": "Update", "time": "2026-12-03T10:00:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {}}}},
+                {"manager": "ports-webhook", "operation": "Update", "time": "2026-12-03T09:30:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:ports": {}}}}
+            ]}
+        }))
+        .unwrap();
+        assert_eq!(
+            ports_writer(&service).as_deref(),
+            Some("ports-webhook (Update at 2026-12-03T09:30:00Z)")
+        );
+        assert_eq!(ports_writer(&Service::default()), None);
+    }
 
     #[test]
     fn an_answering_jobmanager_is_asked_every_interval() {

@@ -6,6 +6,7 @@
 //! test starts is stopped when the test ends, also on panic.
 
 pub mod dns;
+pub mod failover;
 pub mod fake_jobmanager;
 pub mod fake_peer;
 pub mod flink;

@@ -242,7 +242,8 @@ pub fn stop_children_on_signal() {
             else {
                 return;
             };
-            let signal = runtime.block_on(sidecar_common::shutdown::wait_for_signal());
+            let signal = runtime
+                .block_on(async { sidecar_common::shutdown::Signals::register().recv().await });
             let live: Vec<u32> = LIVE_CHILDREN.lock().map(|l| l.clone()).unwrap_or_default();
             for pid in &live {
                 let _ = Command::new("kill")

@@ -763,22 +763,49 @@ fn injected_server_errors_answer_with_status_bodies_then_stop() {
     assert_eq!(faults.pending(), 0);
 }
 
+/// maxinflight.go and priority-and-fairness.go answer 429 with Go's `http.Error`: plain
+/// text, `Retry-After: 1`, no Status body for a client to read `retryAfterSeconds` from.
 #[test]
-fn too_many_requests_carries_retry_after() {
+fn too_many_requests_is_plain_text_with_retry_after_as_the_throttling_filters_send() {
     let bed = Bed::new();
-    bed.server.faults().fail_next(
+    let faults = bed.server.faults();
+    faults.fail_next(FaultOn::Any, 1, Fault::Status(429));
+    faults.fail_next(
         FaultOn::Any,
         1,
         Fault::TooManyRequests {
             retry_after_secs: 3,
         },
     );
-    let response = bed.get(PINNED_LIST);
-    assert_eq!(response.headers()["retry-after"], "3");
+    for retry_after in ["1", "3"] {
+        let response = bed.get(PINNED_LIST);
+        assert_eq!(response.status().as_u16(), 429);
+        let headers = response.headers();
+        assert_eq!(headers["retry-after"], retry_after);
+        assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(
+            response.text().unwrap(),
+            "Too many requests, please try again later.\n"
+        );
+    }
+    assert_eq!(bed.get(PINNED_LIST).status().as_u16(), 200);
+}
+
+/// waitgroup.go: a draining server's 503 is a Status with no details and `Retry-After: 1`.
+#[test]
+fn service_unavailable_is_the_draining_servers_status_with_retry_after() {
+    let bed = Bed::new();
+    bed.server
+        .faults()
+        .fail_next(FaultOn::Patch, 1, Fault::Status(503));
+    let response = bed.patch("application/merge-patch+json", json!({}));
+    assert_eq!(response.headers()["retry-after"], "1");
     let (code, body) = json_of(response);
-    assert_eq!(code, 429);
-    assert_status(&body, 429, "TooManyRequests");
-    assert_eq!(body["details"]["retryAfterSeconds"], 3);
+    assert_eq!(code, 503);
+    assert_status(&body, 503, "ServiceUnavailable");
+    assert_eq!(body["message"], "apiserver is shutting down");
+    assert!(body.get("details").is_none(), "{body}");
 }
 
 #[test]
@@ -1078,4 +1105,81 @@ fn other_kinds_are_404_until_created_then_stored_as_given() {
         2,
         "the Service and the Deployment"
     );
+}
+
+/// metav1 `ValidateLabels`: keys are qualified names (`[DNS-1123 subdomain/]name`, name at
+/// most 63 of alphanumerics, '-', '_', '.'), values at most 63 of the same or empty; a bad
+/// one is 422 at `metadata.labels`, for every kind, the Service included.
+#[test]
+fn labels_are_refused_as_kube_apiserver_refuses_them() {
+    let bed = Bed::new();
+    let create = |path: &str, labels: Value| {
+        as_admin(
+            &bed,
+            reqwest::Method::POST,
+            path,
+            Some(json!({
+                "metadata": {"name": "labelled", "labels": labels},
+                "spec": {"ports": [{"name": "rpc", "port": 6123}]},
+                "data": {},
+            })),
+        )
+    };
+    let good = json!({
+        "app.kubernetes.io/name": "flink",
+        "helm.sh/chart": "flink-ha-0.1.0",
+        "Empty_OK.1": "",
+        "v": "A-b_c.9",
+    });
+    let (code, body) = create("/api/v1/namespaces/flink/configmaps", good.clone());
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = create("/api/v1/namespaces/flink/services", good);
+    assert_eq!(code, 201, "{body}");
+
+    let too_long = "a".repeat(64);
+    let bad = [
+        (
+            json!({"-app": "x"}),
+            "\"-app\": name part must consist of alphanumeric",
+        ),
+        (
+            json!({"a/b/c": "x"}),
+            "\"a/b/c\": a qualified name must consist of",
+        ),
+        (
+            json!({"Example.com/x": "x"}),
+            "\"Example.com/x\": prefix part a lowercase RFC 1123 subdomain",
+        ),
+        (json!({"/x": "x"}), "\"/x\": prefix part must be non-empty"),
+        (json!({"x/": "x"}), "\"x/\": name part must be non-empty"),
+        (
+            json!({ too_long.clone(): "x" }),
+            "name part must be no more than 63 characters",
+        ),
+        (json!({"x": too_long}), "must be no more than 63 characters"),
+        (
+            json!({"x": "a b"}),
+            "\"a b\": a valid label must be an empty string or consist of",
+        ),
+        (
+            json!({"x": "-a"}),
+            "\"-a\": a valid label must be an empty string",
+        ),
+    ];
+    for (labels, expected) in bad {
+        for path in [
+            "/api/v1/namespaces/flink/configmaps",
+            "/api/v1/namespaces/flink/services",
+        ] {
+            let (code, body) = create(path, labels.clone());
+            assert_eq!(code, 422, "{labels} at {path}: {body}");
+            assert_status(&body, 422, "Invalid");
+            let message = body["message"].as_str().unwrap();
+            assert!(
+                message.contains("metadata.labels: Invalid value: ") && message.contains(expected),
+                "{labels} at {path}: {message}"
+            );
+            assert_eq!(body["details"]["causes"][0]["field"], "metadata.labels");
+        }
+    }
 }

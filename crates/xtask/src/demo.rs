@@ -5,10 +5,17 @@
 //! register through the Service until port-sync makes the Service follow those ports; a job runs
 //! to completion; and after a JobManager restart on new ports everything follows again.
 //!
-//! The steps live in `testbed::scenario`, which the CI test `tests/demo.rs` runs too.
+//! Then the article's purpose: a streaming job in application mode (1 s checkpoints, an
+//! exactly-once FileSink) behind the Service that port-sync keeps right, its JobManager killed
+//! mid-stream; the job resumes from its last checkpoint and the output is checked exactly once.
+//!
+//! The steps live in `testbed::scenario` and `testbed::failover`, which the CI tests
+//! `tests/demo.rs` and `tests/failover.rs` run too.
 
 use crate::install;
 use crate::run::{Result, cargo, step, target_dir};
+use testbed::failover::{self, FailoverConfig, Variant};
+use testbed::flink::{DEFAULT_VERSION, Flink};
 use testbed::process::stop_children_on_signal;
 use testbed::scenario::{self, ScenarioConfig};
 
@@ -23,9 +30,31 @@ pub fn run() -> Result {
 
     let config = ScenarioConfig::new(&release.join("zk-wait"), &release.join("port-sync"));
     let report = scenario::run(config)?;
+
+    eprintln!(
+        "\nThe article's streaming job: application mode (bin/standalone-job.sh, the job's jar \
+         in usrlib/), numbers 1..30000 at 2000/s, a checkpoint every second, an exactly-once \
+         FileSink; a TaskManager reaching the JobManager through the Service that port-sync \
+         keeps right. After two checkpoints the JobManager is SIGKILLed and started again at \
+         once, as Kubernetes restarts a crashed container (about a minute)."
+    );
+    let streaming = failover::run(
+        &Flink::install(DEFAULT_VERSION).map_err(|error| error.to_string())?,
+        &FailoverConfig::new(Variant::PortSync(release.join("port-sync"))),
+    )?;
+    for line in streaming.story() {
+        eprintln!("  {line}");
+    }
+
     eprintln!("\nSummary:");
     for line in report.summary() {
         eprintln!("  - {line}");
+    }
+    for line in streaming.story() {
+        eprintln!("  - streaming job: {line}");
+    }
+    if !streaming.exactly_once.holds() || streaming.restored_checkpoint.is_none() {
+        return Err("the streaming job lost or repeated records, or started from scratch".into());
     }
     eprintln!("\ndemo: done");
     Ok(())

@@ -5,6 +5,7 @@ mod bench_port_sync;
 mod bench_zk_wait;
 mod checkers;
 mod demo;
+mod failover;
 mod fuzz;
 mod image;
 mod install;
@@ -91,6 +92,28 @@ enum Task {
         #[arg(long)]
         port_sync: Option<std::path::PathBuf>,
     },
+    /// The article's streaming job (application mode, checkpoints, exactly-once sink) with its
+    /// JobManager killed mid-stream, per variant of how TaskManagers reach the JobManager: the
+    /// recovery milestones' medians, error-delays hit, restored checkpoint, exactly-once.
+    Failover {
+        /// Runs of each variant (interleaved).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Variants, comma-separated: pod-ip, port-sync, pinned.
+        #[arg(long, value_delimiter = ',', default_value = "pod-ip,port-sync,pinned")]
+        variants: Vec<String>,
+        /// A Flink setting for JobManager and TaskManager, KEY=VALUE (repeat for more): the
+        /// levers measured, e.g. `cluster.registration.error-delay=1 s`.
+        #[arg(long = "flink-setting")]
+        flink_settings: Vec<String>,
+        /// Recover with the chart's configuration: its flinkConfiguration's recovery settings
+        /// (ZooKeeper client timeouts, registration delays) and its ZooKeeper tickTime.
+        #[arg(long)]
+        chart: bool,
+        /// Stop the JobManager with SIGTERM (a pod deletion) instead of SIGKILL (a crash).
+        #[arg(long)]
+        sigterm: bool,
+    },
     /// Run each cargo-fuzz target (crates/fuzz) for a bounded time; fail on any crash.
     Fuzz {
         /// Seconds per target.
@@ -127,6 +150,13 @@ fn main() -> ExitCode {
         Task::Checkers => checkers::run(),
         Task::Matrix { versions } => matrix::run(versions),
         Task::Fuzz { seconds } => fuzz::run(seconds),
+        Task::Failover {
+            runs,
+            variants,
+            flink_settings,
+            chart,
+            sigterm,
+        } => failover::run(runs, &variants, &flink_settings, chart, sigterm),
         Task::ZookeeperVersions { versions } => zookeeper_versions::run(versions),
         Task::Load {
             instances,

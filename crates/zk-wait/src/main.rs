@@ -12,6 +12,8 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a current-thread runtime needs no resources that can be missing");
+    // Signal listeners first, before any work: a SIGTERM at any moment after this is seen.
+    let mut signals = runtime.block_on(async { shutdown::Signals::register() });
     let options = cli.wait_options();
     let code = runtime.block_on(async {
         tokio::select! {
@@ -23,7 +25,7 @@ fn main() -> ExitCode {
                 let _ = std::io::stdout().write_all(summary.as_bytes());
                 outcome.exit_code()
             }
-            signal = shutdown::wait_for_signal() => {
+            signal = signals.recv() => {
                 tracing::warn!("{} received; stopping without a verdict", signal.name());
                 signal.exit_code()
             }

@@ -59,10 +59,67 @@ pub(super) struct Prepared {
     pub settings: Settings,
 }
 
+/// What to run: a script of a Flink home's `bin/` and the arguments after `start-foreground`.
+#[derive(Debug, Clone)]
+pub(super) struct Launch {
+    /// The distribution's root, or a private copy of it (application mode: its own `usrlib/`).
+    pub home: PathBuf,
+    /// `jobmanager.sh`, `taskmanager.sh` or `standalone-job.sh`.
+    pub script: &'static str,
+    pub args: Vec<String>,
+}
+
+impl Launch {
+    pub(super) fn of(flink: &Flink, script: &'static str) -> Launch {
+        Launch {
+            home: flink.home().to_path_buf(),
+            script,
+            args: Vec::new(),
+        }
+    }
+
+    /// `script` of a Flink home of the process's own at `home`: `bin/` copied (the scripts
+    /// find the home from their own path), each jar of `lib/` and the `plugins/` folder linked
+    /// to the distribution's, and `usrlib/` holding `jar`. Application mode needs the job's jar
+    /// there on the JobManager (its entry point loads the job from it) and on every TaskManager
+    /// (nothing ships it to them), as in the article's images.
+    pub(super) fn with_user_jar(
+        flink: &Flink,
+        script: &'static str,
+        jar: &Path,
+        home: &Path,
+    ) -> io::Result<Launch> {
+        let bin = home.join("bin");
+        let lib = home.join("lib");
+        let usrlib = home.join("usrlib");
+        for dir in [&bin, &lib, &usrlib] {
+            fs::create_dir_all(dir)?;
+        }
+        for entry in fs::read_dir(flink.home().join("bin"))? {
+            let entry = entry?;
+            fs::copy(entry.path(), bin.join(entry.file_name()))?;
+        }
+        // Each jar linked, not the folder: the scripts list `lib/` with `find`, which does not
+        // descend into a linked folder.
+        for entry in fs::read_dir(flink.home().join("lib"))? {
+            let entry = entry?;
+            std::os::unix::fs::symlink(entry.path(), lib.join(entry.file_name()))?;
+        }
+        std::os::unix::fs::symlink(flink.home().join("plugins"), home.join("plugins"))?;
+        let name = jar
+            .file_name()
+            .ok_or_else(|| io::Error::other(format!("{} names no file", jar.display())))?;
+        fs::copy(jar, usrlib.join(name))?;
+        Ok(Launch {
+            home: home.to_path_buf(),
+            script,
+            args: Vec::new(),
+        })
+    }
+}
+
 pub(super) struct Daemon {
-    flink: Flink,
-    /// `jobmanager.sh` or `taskmanager.sh`.
-    script: &'static str,
+    launch: Launch,
     name: String,
     echo: Echo,
     process: Option<Process>,
@@ -116,7 +173,7 @@ impl Daemon {
     /// Writes the config dir and launches the script.
     pub(super) fn start(
         flink: &Flink,
-        script: &'static str,
+        launch: Launch,
         name: &str,
         echo: Echo,
         dir: TempDir,
@@ -124,8 +181,7 @@ impl Daemon {
     ) -> io::Result<Daemon> {
         config::write_config_dir(flink, settings, &dir.path().join("conf"))?;
         let mut daemon = Daemon {
-            flink: flink.clone(),
-            script,
+            launch,
             name: name.to_owned(),
             echo,
             process: None,
@@ -139,12 +195,13 @@ impl Daemon {
 
     fn launch(&mut self) -> io::Result<()> {
         let dir = self.dir.path();
-        let mut command = Command::new(self.flink.script(self.script));
+        let mut command = Command::new(self.launch.home.join("bin").join(self.launch.script));
         for variable in INHERITED_FLINK_VARIABLES {
             command.env_remove(variable);
         }
         command
             .arg("start-foreground")
+            .args(&self.launch.args)
             .env("FLINK_CONF_DIR", dir.join("conf"))
             .env("FLINK_LOG_DIR", dir.join("log"))
             .env("FLINK_PID_DIR", dir.join("pid"))
@@ -160,6 +217,21 @@ impl Daemon {
     pub(super) fn restart(&mut self) -> io::Result<()> {
         self.stop();
         self.launch()
+    }
+
+    /// Sends SIGTERM (as the kubelet does on pod deletion), waits at most `grace` for the JVM to
+    /// end (SIGKILL after it, as the kubelet does after `terminationGracePeriodSeconds`), then
+    /// starts it again from the same config dir. Returns how long the JVM took to end.
+    pub(super) fn restart_after_sigterm(&mut self, grace: Duration) -> io::Result<Duration> {
+        let asked = Instant::now();
+        if let Some(process) = self.process.as_mut() {
+            process.signal("TERM")?;
+            process.wait_timeout(grace)?;
+        }
+        let ended = asked.elapsed();
+        self.stop();
+        self.launch()?;
+        Ok(ended)
     }
 
     /// Kills the JVM (SIGKILL) and reaps it, and kills whatever else its launch started; its

@@ -1,9 +1,10 @@
-//! A Flink JobManager (standalone session cluster) in ZooKeeper HA mode. Its RPC and blob
+//! A Flink JobManager (standalone session cluster, or application mode with one job) in
+//! ZooKeeper HA mode. Its RPC and blob
 //! server ports are random unless pinned, as in a default HA deployment; port-sync's tests and
 //! the demo read them back from `/jobmanager/config`.
 
 use super::Flink;
-use super::daemon::{self, Daemon, Ha, SMALL_JVM_OPTIONS};
+use super::daemon::{self, Daemon, Ha, Launch, SMALL_JVM_OPTIONS};
 use super::rest::{self, Endpoint, Response};
 use super::tls::RestTls;
 use crate::ports::free_port;
@@ -45,7 +46,19 @@ pub struct JobManagerConfig {
     pub extra: Vec<(String, String)>,
     /// With REST SSL on: the client that reads the REST API (trusting the REST CA alone).
     pub rest_tls: Option<Arc<rustls::ClientConfig>>,
+    /// `Some`: application mode (`standalone-job.sh`), running this one job; `None`: a session
+    /// cluster (`jobmanager.sh`).
+    pub application: Option<Application>,
     pub echo: Echo,
+}
+
+/// The one job of an application-mode JobManager, as the article runs it: the job's jar in
+/// `usrlib/` of the JobManager's Flink home, its main class named on the command line.
+#[derive(Debug, Clone)]
+pub struct Application {
+    pub jar: PathBuf,
+    pub class: String,
+    pub args: Vec<String>,
 }
 
 impl JobManagerConfig {
@@ -62,8 +75,15 @@ impl JobManagerConfig {
             ha_storage_dir: None,
             extra: Vec::new(),
             rest_tls: None,
+            application: None,
             echo: Echo::Quiet,
         }
+    }
+
+    /// Application mode: runs `application`'s job (see [`Application`]).
+    pub fn application(mut self, application: Application) -> Self {
+        self.application = Some(application);
+        self
     }
 
     pub fn cluster_id(mut self, id: &str) -> Self {
@@ -175,9 +195,24 @@ impl JobManager {
         for (key, value) in &config.extra {
             settings.set(key.as_str(), value.as_str());
         }
+        let launch = match &config.application {
+            None => Launch::of(flink, "jobmanager.sh"),
+            Some(application) => Launch {
+                args: ["--job-classname".to_owned(), application.class.clone()]
+                    .into_iter()
+                    .chain(application.args.iter().cloned())
+                    .collect(),
+                ..Launch::with_user_jar(
+                    flink,
+                    "standalone-job.sh",
+                    &application.jar,
+                    &prepared.dir.path().join("home"),
+                )?
+            },
+        };
         let daemon = Daemon::start(
             flink,
-            "jobmanager.sh",
+            launch,
             "flink-jobmanager",
             config.echo.clone(),
             prepared.dir,
@@ -306,6 +341,13 @@ impl JobManager {
     /// most the negotiated session timeout, 10 s with the test bed's ZooKeeper).
     pub fn restart(&mut self) -> io::Result<()> {
         self.daemon.restart()
+    }
+
+    /// Stops the JVM with SIGTERM (SIGKILL after `grace`), as a pod deletion or a `helm
+    /// upgrade` with the Recreate strategy does, and starts it again at once. Returns how long
+    /// the JVM took to end.
+    pub fn restart_after_sigterm(&mut self, grace: Duration) -> io::Result<Duration> {
+        self.daemon.restart_after_sigterm(grace)
     }
 
     /// Kills the JVM (SIGKILL) and reaps it.

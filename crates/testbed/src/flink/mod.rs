@@ -12,6 +12,7 @@ mod daemon;
 mod install;
 mod jobmanager;
 pub mod rest;
+mod streaming_job;
 mod taskmanager;
 mod tls;
 
@@ -19,7 +20,8 @@ pub use daemon::processes_of;
 pub use install::{
     InstallActions, cache_dir, install_flink_jars, install_lock, install_source_archive_files,
 };
-pub use jobmanager::{JobManager, JobManagerConfig};
+pub use jobmanager::{Application, JobManager, JobManagerConfig};
+pub use streaming_job::{ExactlyOnce, StreamingJob, restored_checkpoint};
 pub use taskmanager::{TaskManager, TaskManagerConfig};
 pub use tls::RestTls;
 
@@ -73,10 +75,6 @@ impl Flink {
     /// What this call had to do; both false when the distribution was already there.
     pub fn actions(&self) -> InstallActions {
         self.actions
-    }
-
-    fn script(&self, name: &str) -> PathBuf {
-        self.home.join("bin").join(name)
     }
 }
 

@@ -3,7 +3,7 @@
 //! port), as the chart's TaskManagers do.
 
 use super::Flink;
-use super::daemon::{Daemon, Ha, SMALL_JVM_OPTIONS};
+use super::daemon::{Daemon, Ha, Launch, SMALL_JVM_OPTIONS};
 use super::jobmanager::JobManager;
 use crate::process::Echo;
 use std::io;
@@ -27,6 +27,9 @@ pub struct TaskManagerConfig {
     pub process_memory: String,
     /// More settings, written last, so they override the ones above.
     pub extra: Vec<(String, String)>,
+    /// An application's jar, put in `usrlib/` of the TaskManager's own Flink home (application
+    /// mode ships no user code to TaskManagers).
+    pub user_jar: Option<PathBuf>,
     pub echo: Echo,
 }
 
@@ -51,8 +54,14 @@ impl TaskManagerConfig {
             slots: 1,
             process_memory: "1024m".to_owned(),
             extra: Vec::new(),
+            user_jar: None,
             echo: Echo::Quiet,
         }
+    }
+
+    pub fn user_jar(mut self, jar: &Path) -> Self {
+        self.user_jar = Some(jar.to_path_buf());
+        self
     }
 
     pub fn advertised_address(mut self, address: IpAddr) -> Self {
@@ -112,9 +121,18 @@ impl TaskManager {
         for (key, value) in &config.extra {
             settings.set(key.as_str(), value.as_str());
         }
+        let launch = match &config.user_jar {
+            None => Launch::of(flink, "taskmanager.sh"),
+            Some(jar) => Launch::with_user_jar(
+                flink,
+                "taskmanager.sh",
+                jar,
+                &prepared.dir.path().join("home"),
+            )?,
+        };
         let daemon = Daemon::start(
             flink,
-            "taskmanager.sh",
+            launch,
             "flink-taskmanager",
             config.echo.clone(),
             prepared.dir,

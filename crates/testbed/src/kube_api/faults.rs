@@ -53,9 +53,13 @@ impl FaultOn {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
-    /// Answer with this code and the real server's Status for it (500, 503, 504, ...).
+    /// Answer with this code in the form the real server answers it: a Status for 500 and
+    /// 504, the draining server's 503 Status with `Retry-After: 1`, the throttling filters'
+    /// plain-text 429 with `Retry-After: 1`.
     Status(u16),
-    /// 429 with `Retry-After` and `details.retryAfterSeconds`, as API priority and fairness sends.
+    /// 429 in the throttling filters' plain-text form, with this `Retry-After`. The real
+    /// filters always send 1 ([`crate::kube_api::SERVER_RETRY_AFTER_SECS`]); other values are
+    /// for tests of how a client honours the header.
     TooManyRequests { retry_after_secs: u64 },
     /// Close the connection without an answer.
     Reset,

@@ -8,14 +8,16 @@ use super::patch::{self, PatchType};
 use super::rbac::{Authorizer, RequestAttributes, forbidden_message};
 use super::resources::{self, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector};
-use super::status::ApiError;
+use super::status::{ApiError, SERVER_RETRY_AFTER_SECS, TOO_MANY_REQUESTS_BODY};
 use super::store::Store;
 use super::watch::{self, WatchRequest};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::header::{
+    AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -220,6 +222,23 @@ fn error_response(error: &ApiError) -> Response<ResponseBody> {
     response
 }
 
+/// A 429 as kube-apiserver's throttling filters write it: Go's `http.Error` (plain text with
+/// `X-Content-Type-Options: nosniff`) and a `Retry-After` header, no `Status` body (see
+/// [`TOO_MANY_REQUESTS_BODY`]).
+fn throttled_response(retry_after_secs: u64) -> Response<ResponseBody> {
+    let mut response =
+        Response::new(Full::new(Bytes::from_static(TOO_MANY_REQUESTS_BODY.as_bytes())).boxed());
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
+}
+
 fn header(request: &Request<Incoming>, name: hyper::header::HeaderName) -> Option<String> {
     request
         .headers()
@@ -263,15 +282,16 @@ pub(crate) async fn handle(
             tokio::time::sleep(delay).await;
             None
         }
-        Some(Fault::Status(code)) => Some(ApiError::injected(code)),
+        Some(Fault::Status(429)) => Some(throttled_response(SERVER_RETRY_AFTER_SECS)),
+        Some(Fault::Status(code)) => Some(error_response(&ApiError::injected(code))),
         Some(Fault::TooManyRequests { retry_after_secs }) => {
-            Some(ApiError::too_many_requests(retry_after_secs))
+            Some(throttled_response(retry_after_secs))
         }
         None => None,
     };
 
     let response = match injected {
-        Some(error) => error_response(&error),
+        Some(response) => response,
         None => {
             let authorization = header(&request, AUTHORIZATION);
             let identity = shared.tokens().authenticate(authorization.as_deref());

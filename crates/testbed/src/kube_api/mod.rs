@@ -5,6 +5,9 @@
 //! Services with get/list/watch/create/update/patch/delete, resourceVersion, validation,
 //! Status bodies, and fault injection.
 //!
+//! `crates/testbed/KUBE-STAND-IN.md` lists each behaviour copied from kube-apiserver with the
+//! source file that shows it and the test that checks it.
+//!
 //! It runs on its own thread with its own tokio runtime, so synchronous code can use it;
 //! dropping the [`ApiServer`] stops it.
 
@@ -25,7 +28,9 @@ mod watch;
 pub use auth::{ADMIN_USER, Identity, write_token_file};
 pub use faults::{Fault, FaultOn, Faults, RequestKind, RequestRecord};
 pub use rbac::{PolicyRule, RbacConfig, RoleCopy};
-pub use status::{ApiError, FieldError, FieldProblem};
+pub use status::{
+    ApiError, FieldError, FieldProblem, SERVER_RETRY_AFTER_SECS, TOO_MANY_REQUESTS_BODY,
+};
 
 use base64::Engine as _;
 use serde_json::{Value, json};

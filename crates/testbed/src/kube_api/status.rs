@@ -4,6 +4,17 @@
 
 use serde_json::{Value, json};
 
+/// The `Retry-After` every throttling or draining filter of kube-apiserver sends: a constant
+/// "1" (`retryAfter` in staging/src/k8s.io/apiserver/pkg/server/filters/maxinflight.go, which
+/// priority-and-fairness.go shares; "1" in waitgroup.go).
+pub const SERVER_RETRY_AFTER_SECS: u64 = 1;
+
+/// The whole body of a 429 from max-in-flight or API Priority and Fairness: not a `Status` but
+/// Go's `http.Error` plain text (`tooManyRequests` in
+/// staging/src/k8s.io/apiserver/pkg/server/filters/maxinflight.go, called by
+/// priority-and-fairness.go too). `http.Error` ends it with a newline.
+pub const TOO_MANY_REQUESTS_BODY: &str = "Too many requests, please try again later.\n";
+
 /// One API error: the HTTP code and the `Status` body that goes with it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -190,21 +201,17 @@ impl ApiError {
         ApiError::new(413, "RequestEntityTooLarge", "Request entity too large")
     }
 
-    /// An injected server error, worded as the real server words these codes.
+    /// An injected server error, worded as the real server words these codes. (429 is not
+    /// here: the real server answers it in plain text, see [`TOO_MANY_REQUESTS_BODY`].)
     pub(crate) fn injected(code: u16) -> Self {
         match code {
-            429 => ApiError::too_many_requests(1),
             500 => ApiError::new(
                 500,
                 "InternalError",
                 "Internal error occurred: injected fault",
             )
             .with_details(json!({ "causes": [{ "message": "injected fault" }] })),
-            503 => ApiError::new(
-                503,
-                "ServiceUnavailable",
-                "the server is currently unable to handle the request",
-            ),
+            503 => ApiError::shutting_down(),
             504 => ApiError::new(
                 504,
                 "Timeout",
@@ -214,14 +221,13 @@ impl ApiError {
         }
     }
 
-    pub(crate) fn too_many_requests(retry_after_secs: u64) -> Self {
-        let mut error = ApiError::new(
-            429,
-            "TooManyRequests",
-            "Too many requests, please try again later.",
-        )
-        .with_details(json!({ "retryAfterSeconds": retry_after_secs }));
-        error.retry_after_secs = Some(retry_after_secs);
+    /// The 503 a client meets from a kube-apiserver that is draining: a Status with no
+    /// `details`, and `Retry-After: 1` as a header only
+    /// (staging/src/k8s.io/apiserver/pkg/server/filters/waitgroup.go,
+    /// `waitGroupWriteRetryAfterToResponse`).
+    fn shutting_down() -> Self {
+        let mut error = ApiError::new(503, "ServiceUnavailable", "apiserver is shutting down");
+        error.retry_after_secs = Some(SERVER_RETRY_AFTER_SECS);
         error
     }
 

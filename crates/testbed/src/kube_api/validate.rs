@@ -62,19 +62,116 @@ fn is_dns1123_subdomain(name: &str) -> bool {
 
 const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
-/// The check every kind stored as given gets: a name that is a DNS-1123 subdomain.
+const QUALIFIED_NAME: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const LABEL_VALUE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+/// Label values and the name part of label keys.
+const LABEL_MAX: usize = 63;
+
+/// Alphanumerics, '-', '_' and '.', starting and ending with an alphanumeric (the
+/// `qualifiedNameFmt` of apimachinery's util/validation); empty passes.
+fn matches_label_value(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.is_empty()
+        || (bytes[0].is_ascii_alphanumeric()
+            && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
+}
+
+/// Why a label key is not a qualified name (`[prefix/]name`), in the words of
+/// `IsQualifiedName` (staging/src/k8s.io/apimachinery/pkg/util/validation/validation.go).
+fn label_key_problems(key: &str) -> Vec<String> {
+    let parts: Vec<&str> = key.split('/').collect();
+    let (prefix, name) = match parts.as_slice() {
+        [name] => (None, *name),
+        [prefix, name] => (Some(*prefix), *name),
+        _ => {
+            return vec![format!(
+                "a qualified name {QUALIFIED_NAME} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+            )];
+        }
+    };
+    let mut problems = Vec::new();
+    match prefix {
+        Some("") => problems.push("prefix part must be non-empty".to_owned()),
+        Some(prefix) if !is_dns1123_subdomain(prefix) => {
+            problems.push(format!("prefix part {DNS1123_SUBDOMAIN}"));
+        }
+        _ => {}
+    }
+    if name.is_empty() {
+        problems.push("name part must be non-empty".to_owned());
+    } else if name.len() > LABEL_MAX {
+        problems.push(format!(
+            "name part must be no more than {LABEL_MAX} characters"
+        ));
+    }
+    if name.is_empty() || !matches_label_value(name) {
+        problems.push(format!("name part {QUALIFIED_NAME}"));
+    }
+    problems
+}
+
+/// `metadata.labels` checked as `ValidateLabels` does
+/// (staging/src/k8s.io/apimachinery/pkg/apis/meta/v1/validation/validation.go): every key a
+/// qualified name, every value a label value; both reported at `metadata.labels`.
+fn label_errors(object: &Value) -> Vec<FieldError> {
+    const FIELD: &str = "metadata.labels";
+    let Some(labels) = object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+    else {
+        return Vec::new();
+    };
+    let mut errors = Vec::new();
+    for (key, value) in labels {
+        for problem in label_key_problems(key) {
+            errors.push(FieldError::invalid(FIELD, render(&json!(key)), &problem));
+        }
+        let Some(text) = value.as_str() else {
+            errors.push(FieldError::invalid(
+                FIELD,
+                render(value),
+                "must be a string",
+            ));
+            continue;
+        };
+        if text.len() > LABEL_MAX {
+            errors.push(FieldError::invalid(
+                FIELD,
+                render(value),
+                &format!("must be no more than {LABEL_MAX} characters"),
+            ));
+        }
+        if !matches_label_value(text) {
+            errors.push(FieldError::invalid(FIELD, render(value), LABEL_VALUE));
+        }
+    }
+    errors
+}
+
+/// The checks every kind stored as given gets: a name that is a DNS-1123 subdomain, and
+/// valid labels.
 pub(crate) fn prepare_named_object(object: &mut Value) -> Result<(), Vec<FieldError>> {
+    let mut errors = Vec::new();
     match object.pointer("/metadata/name").and_then(Value::as_str) {
-        None | Some("") => Err(vec![FieldError::required(
+        None | Some("") => errors.push(FieldError::required(
             "metadata.name",
             "name or generateName is required",
-        )]),
-        Some(name) if !is_dns1123_subdomain(name) => Err(vec![FieldError::invalid(
+        )),
+        Some(name) if !is_dns1123_subdomain(name) => errors.push(FieldError::invalid(
             "metadata.name",
             render(&json!(name)),
             DNS1123_SUBDOMAIN,
-        )]),
-        Some(_) => Ok(()),
+        )),
+        Some(_) => {}
+    }
+    errors.extend(label_errors(object));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
     }
 }
 
@@ -129,6 +226,8 @@ fn validate_service(service: &Value) -> Vec<FieldError> {
         )),
         Some(_) => {}
     }
+    // ObjectMeta's checks run in this order: name, then labels.
+    errors.extend(label_errors(service));
 
     let spec = service.get("spec").cloned().unwrap_or(json!({}));
     let service_type = spec

@@ -37,7 +37,7 @@ use tracker::{Cause, Desired, Ending, ServicePorts, Tracker, WrongInterval};
 pub const DEFAULT_SEED: u64 = 20_261_127;
 /// A wrong interval not repaired this long after its cause (time the API server was down
 /// excluded) is a lost update. Generous: port-sync's retries back off to at most 5 s (10 s
-/// with jitter), 429s ask for at most 3 s, and a fault takes one request.
+/// with jitter), 429s ask for 1 s as the real server's do, and a fault takes one request.
 pub const LOST_BOUND: Duration = Duration::from_secs(60);
 /// port-sync's open descriptors may end this many above where they started: one more pooled
 /// connection to the API server (kube keeps idle ones) and one to the JobManager's REST.

@@ -159,7 +159,8 @@ pub struct Edit {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// The next `count` requests covered by `on` answer `code` (500 or 503); then, if
+    /// The next `count` requests covered by `on` answer `code` (500, or 503 in the form a
+    /// draining kube-apiserver sends: a Status and `Retry-After: 1`); then, if
     /// `trigger` is set, an outside edit gives port-sync something to request.
     Status {
         code: u16,
@@ -167,7 +168,7 @@ pub enum Action {
         count: usize,
         trigger: Option<Edit>,
     },
-    /// 429 with `Retry-After`.
+    /// 429 as kube-apiserver's throttling filters send it: plain text, `Retry-After: 1`.
     TooManyRequests {
         retry_after_secs: u64,
         on: FaultOn,
@@ -364,7 +365,8 @@ fn make_action(kind: FaultKind, rng: &mut SplitMix64) -> Action {
             trigger: maybe_trigger(rng),
         },
         FaultKind::TooManyRequests => Action::TooManyRequests {
-            retry_after_secs: rng.between(1, 3),
+            // The only value the real throttling filters send.
+            retry_after_secs: crate::kube_api::SERVER_RETRY_AFTER_SECS,
             on: rng.pick(&TARGETS),
             count: rng.between(1, 2) as usize,
             trigger: maybe_trigger(rng),

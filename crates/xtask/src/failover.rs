@@ -1,0 +1,179 @@
+//! `cargo xtask failover`: the article's streaming job (application mode, 1 s checkpoints,
+//! exactly-once FileSink) with its JobManager SIGKILLed mid-stream and restarted, each variant
+//! of how the TaskManager reaches the JobManager run in turn (interleaved, so drift on a shared
+//! machine falls on every variant alike); prints each milestone's median and min-max after the
+//! kill, the registration error-delays hit and exactly-once per variant. The work is in
+//! `testbed::failover`.
+
+use crate::install;
+use crate::run::{Result, build_debug_binary};
+use crate::stats::median;
+use std::time::Duration;
+use testbed::failover::{self, FailoverConfig, FailoverReport, Milestones, Stop, Variant};
+use testbed::flink::{DEFAULT_VERSION, Flink};
+use testbed::process::stop_children_on_signal;
+
+pub fn run(
+    runs: usize,
+    variants: &[String],
+    settings: &[String],
+    chart: bool,
+    sigterm: bool,
+) -> Result {
+    stop_children_on_signal();
+    install::debian_packages(&[install::ZOOKEEPER])?;
+    install::flink()?;
+    let port_sync = build_debug_binary("port-sync")?;
+    let flink = Flink::install(DEFAULT_VERSION).map_err(|error| error.to_string())?;
+    let mut flink_settings = if chart {
+        let values = crate::run::workspace_root().join("helm/flink-ha/values.yaml");
+        let text = std::fs::read_to_string(&values)
+            .map_err(|error| format!("read {}: {error}", values.display()))?;
+        failover::chart_recovery_settings(&text)?
+    } else {
+        Vec::new()
+    };
+    let given = settings
+        .iter()
+        .map(|setting| {
+            setting
+                .split_once('=')
+                .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+                .ok_or_else(|| format!("--flink-setting {setting:?}: expected KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    flink_settings.extend(given);
+    let zookeeper_tick_ms = if chart {
+        failover::CHART_ZOOKEEPER_TICK_MS
+    } else {
+        FailoverConfig::new(Variant::PodIp).zookeeper_tick_ms
+    };
+    let variants = variants
+        .iter()
+        .map(|name| match name.as_str() {
+            "pod-ip" => Ok(Variant::PodIp),
+            "port-sync" => Ok(Variant::PortSync(port_sync.clone())),
+            "pinned" => Ok(Variant::Pinned),
+            other => Err(format!(
+                "--variants: unknown variant {other:?}; known: pod-ip, port-sync, pinned"
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut reports: Vec<Vec<FailoverReport>> = vec![Vec::new(); variants.len()];
+    for round in 1..=runs {
+        for (index, variant) in variants.iter().enumerate() {
+            eprintln!("==> failover run {round}/{runs}: {}", variant.name());
+            let config = FailoverConfig {
+                flink_settings: flink_settings.clone(),
+                zookeeper_tick_ms,
+                stop: if sigterm { Stop::Term } else { Stop::Kill },
+                ..FailoverConfig::new(variant.clone())
+            };
+            let report = failover::run(&flink, &config)?;
+            eprintln!("    {}", one_line(&report));
+            reports[index].push(report);
+        }
+    }
+
+    let stopped = if sigterm {
+        "SIGTERM to the JobManager (it shuts down, then starts again at once)"
+    } else {
+        "SIGKILL"
+    };
+    let with = if flink_settings.is_empty() {
+        String::new()
+    } else {
+        let shown: Vec<String> = flink_settings
+            .iter()
+            .map(|(key, value)| format!("{key}: {value}"))
+            .collect();
+        format!(", with {}", shown.join(", "))
+    };
+    println!(
+        "\nJobManager failover of a streaming job (Flink {DEFAULT_VERSION} application mode, \
+         ZooKeeper tickTime {zookeeper_tick_ms} ms, {runs} runs each{with}): seconds from the \
+         {stopped}, median (min-max)\n"
+    );
+    println!(
+        "| variant | new leader | Service right | job RUNNING again | first checkpoint after restore | TaskManager registered | error-delays hit | restored from a checkpoint | exactly-once |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut failures = Vec::new();
+    for runs in &reports {
+        let name = runs[0].variant;
+        let column = |pick: fn(&Milestones) -> Option<Duration>| spread(runs, pick);
+        let restored = runs
+            .iter()
+            .filter(|r| r.restored_checkpoint.is_some())
+            .count();
+        let exact = runs.iter().filter(|r| r.exactly_once.holds()).count();
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {restored}/{n} | {exact}/{n} |",
+            column(|m| m.leader),
+            column(|m| m.service_right),
+            column(|m| m.job_running),
+            column(|m| m.first_checkpoint),
+            column(|m| m.taskmanager_registered),
+            runs.iter()
+                .map(|r| r.registration_error_delays.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+            n = runs.len(),
+        );
+        for report in runs {
+            if !report.exactly_once.holds() || report.restored_checkpoint.is_none() {
+                failures.push(format!("{name}: {}", one_line(report)));
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "runs that lost or repeated records, or started from scratch:\n{}",
+            failures.join("\n")
+        ))
+    }
+}
+
+fn spread(runs: &[FailoverReport], pick: fn(&Milestones) -> Option<Duration>) -> String {
+    let values: Vec<Duration> = runs.iter().filter_map(|r| pick(&r.milestones)).collect();
+    if values.is_empty() {
+        return "–".to_owned();
+    }
+    let min = values.iter().min().copied().unwrap_or_default();
+    let max = values.iter().max().copied().unwrap_or_default();
+    let missing = runs.len() - values.len();
+    format!(
+        "{:.1} ({:.1}-{:.1}){}",
+        median(values).as_secs_f64(),
+        min.as_secs_f64(),
+        max.as_secs_f64(),
+        if missing > 0 {
+            format!(", never in {missing}")
+        } else {
+            String::new()
+        }
+    )
+}
+
+fn one_line(report: &FailoverReport) -> String {
+    let at = |value: Option<Duration>| {
+        value.map_or_else(|| "–".to_owned(), |d| format!("{:.2}s", d.as_secs_f64()))
+    };
+    let m = &report.milestones;
+    format!(
+        "leader {}, Service {}, RUNNING {}, checkpoint {}, TaskManager {}; error-delays {}; \
+         restored from {:?} ({} before the kill); {}",
+        at(m.leader),
+        at(m.service_right),
+        at(m.job_running),
+        at(m.first_checkpoint),
+        at(m.taskmanager_registered),
+        report.registration_error_delays,
+        report.restored_checkpoint,
+        report.checkpoints_before_kill,
+        report.exactly_once
+    )
+}
