@@ -1,6 +1,8 @@
 //! Durations on the command line and in env vars: `500ms`, `2s`, `5m`, `1h`, or a sum such as
-//! `1m30s`. Written here rather than taken from a crate because the grammar is tiny and the
-//! usual crate for it (humantime) carries a RustSec unmaintained advisory.
+//! `1m30s`. Written here rather than taken from a crate because the grammar is tiny (one small
+//! module, no dependency in either binary) and its errors name the bad part the way every other
+//! message of the two CLIs does. (humantime, the usual crate, is maintained: the unmaintained
+//! advisory RUSTSEC-2025-0014 was withdrawn.)
 
 use std::fmt;
 use std::time::Duration;
