@@ -148,7 +148,10 @@ impl FailoverReport {
         let m = &self.milestones;
         vec![
             format!(
-                "the job was down {} ({}): the new JobManager's JVM answered at {}, led at {}                  (ZooKeeper expired the killed one's session, which held the leadership), the                  Service was right at {}, the job RUNNING again at {}, its first checkpoint                  after the restore at {}; the TaskManager registered at {} ({} registration                  error-delay(s) waited out)",
+                "the job was down {} ({}): the new JobManager's JVM answered at {}, it led at {} \
+                 (when ZooKeeper expired the killed one's session), the Service was right at {}, \
+                 the job RUNNING again at {}, its first checkpoint after the restore at {}; the \
+                 TaskManager registered at {} ({} registration error-delay(s) waited out)",
                 at(m.job_running),
                 self.variant,
                 at(m.jobmanager_up),
