@@ -6,12 +6,12 @@
 //! container is hardened.
 
 use e2e::network_policy::{Pod, admitted};
+use fixtures::helm::{HelmLibrary, InstallRequest, Release, Severity, install_library};
+use kube_stand_in::{ApiServer, ApiServerConfig};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use testbed::helm::{HelmLibrary, InstallRequest, Release, Severity, install_library};
-use testbed::kube_api::{ApiServer, ApiServerConfig};
 
 const NAMESPACE: &str = "flink";
 const RELEASE: &str = "demo";
@@ -1101,7 +1101,7 @@ impl ChartRbacBed {
         };
         let rbac_name = format!("{FULLNAME}-port-sync");
         let rbac_group = "rbac.authorization.k8s.io/v1";
-        let mut rbac = testbed::kube_api::RbacConfig {
+        let mut rbac = kube_stand_in::RbacConfig {
             role_path: write(
                 "role.yaml",
                 installed.object(rbac_group, "Role", &rbac_name),
@@ -1110,7 +1110,7 @@ impl ChartRbacBed {
                 "rolebinding.yaml",
                 installed.object(rbac_group, "RoleBinding", &rbac_name),
             ),
-            ..testbed::kube_api::RbacConfig::default()
+            ..kube_stand_in::RbacConfig::default()
         };
         rbac.namespace = Some(NAMESPACE.to_owned());
         let api = ApiServer::start(ApiServerConfig {
@@ -1199,10 +1199,10 @@ fn as_process(container: &Value, replace: &[(&str, &str)]) -> std::process::Comm
 /// `helm test` pod's checks pass.
 #[test]
 fn the_rendered_jobmanager_pod_runs_against_real_zookeeper_and_flink() {
+    use fixtures::flink::{DEFAULT_VERSION, Flink, JobManager, JobManagerConfig};
+    use fixtures::process::{Echo, Process};
+    use fixtures::zookeeper::{Ensemble, EnsembleConfig};
     use std::time::{Duration, Instant};
-    use testbed::flink::{DEFAULT_VERSION, Flink, JobManager, JobManagerConfig};
-    use testbed::process::{Echo, Process};
-    use testbed::zookeeper::{Ensemble, EnsembleConfig};
 
     let mut zookeeper = Ensemble::new(EnsembleConfig::ensemble(3)).unwrap();
     let installed = install(json!({
@@ -1274,7 +1274,7 @@ fn the_rendered_jobmanager_pod_runs_against_real_zookeeper_and_flink() {
 
     // The sidecar, under the chart's own RBAC.
     let bed = ChartRbacBed::from(&installed);
-    let listen = format!("127.0.0.1:{}", testbed::ports::free_port());
+    let listen = format!("127.0.0.1:{}", fixtures::ports::free_port());
     let mut sidecar_command = as_process(
         container(&pod, "containers", "port-sync"),
         &[
@@ -1522,11 +1522,11 @@ fn flag_value(args: &[String], flag: &str) -> String {
 #[test]
 fn the_bitnami_guide_args_sync_a_bitnami_shaped_service_from_a_real_flink_jobmanager() {
     use e2e::kube_bed::{Bed, LIMIT, NAMESPACE as BED_NAMESPACE, SERVICE};
+    use fixtures::flink::{DEFAULT_VERSION, Flink, JobManager, JobManagerConfig};
+    use fixtures::ports::free_port;
+    use fixtures::process::{Echo, Process};
+    use fixtures::zookeeper::{Ensemble, EnsembleConfig};
     use std::time::{Duration, Instant};
-    use testbed::flink::{DEFAULT_VERSION, Flink, JobManager, JobManagerConfig};
-    use testbed::ports::free_port;
-    use testbed::process::{Echo, Process};
-    use testbed::zookeeper::{Ensemble, EnsembleConfig};
 
     let facts = bitnami_facts();
     // A release named "flink": Bitnami names its Service flink-jobmanager, the Service the
@@ -1627,7 +1627,7 @@ fn the_bitnami_guide_args_sync_a_bitnami_shaped_service_from_a_real_flink_jobman
 fn every_value_set_of_the_checkers_installs_into_the_stand_in() {
     // The stand-in refuses what kube-apiserver refuses (names, labels, port names: see its
     // conformance table), so each install proves the rendered objects acceptable.
-    for (name, values) in testbed::helm::CHART_VALUE_SETS {
+    for (name, values) in fixtures::helm::CHART_VALUE_SETS {
         let values: Value = serde_json::from_str(values).expect("a value set is JSON");
         let installed = try_install(values)
             .unwrap_or_else(|error| panic!("value set {name} does not install: {error}"));

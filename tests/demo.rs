@@ -4,9 +4,9 @@
 //! FINISHED through the Service; after a JobManager restart on new ports the TaskManager
 //! registers again.
 
+use drills::scenario::{self, Addresses, Narrator, ScenarioConfig};
 use e2e::binary;
 use std::time::Duration;
-use testbed::scenario::{self, Addresses, Narrator, ScenarioConfig};
 
 #[test]
 fn the_demo_scenario_registers_the_taskmanager_only_with_port_sync_and_runs_a_job_across_a_restart()

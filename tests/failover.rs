@@ -7,9 +7,9 @@
 //! Real: Flink 2.3 (JobManager, TaskManager, the job), ZooKeeper 3.8, port-sync (the built
 //! binary). Stand-in: the Kubernetes API server; the forwarder plays kube-proxy.
 
+use drills::failover::{FailoverConfig, Variant, run};
 use e2e::binary;
-use testbed::failover::{FailoverConfig, Variant, run};
-use testbed::flink::{DEFAULT_VERSION, Flink};
+use fixtures::flink::{DEFAULT_VERSION, Flink};
 
 #[test]
 fn a_streaming_job_survives_a_killed_jobmanager_exactly_once_behind_port_sync() {

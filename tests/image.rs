@@ -11,15 +11,15 @@
 
 use e2e::Finished;
 use e2e::kube_bed::{Bed, NAMESPACE, SERVICE, USER};
+use fixtures::dns::DnsServer;
+use fixtures::fake_jobmanager::{Answer, FakeJobManager};
+use fixtures::image::{self, BIN_DIR, CA_BUNDLE, DEV_TAG, Image, Podman};
+use fixtures::process::{Echo, Process};
+use fixtures::zookeeper::{Ensemble, EnsembleConfig};
+use kube_stand_in::ApiServerConfig;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
-use testbed::dns::DnsServer;
-use testbed::fake_jobmanager::{Answer, FakeJobManager};
-use testbed::image::{self, BIN_DIR, CA_BUNDLE, DEV_TAG, Image, Podman};
-use testbed::kube_api::ApiServerConfig;
-use testbed::process::{Echo, Process};
-use testbed::zookeeper::{Ensemble, EnsembleConfig};
 
 /// A warm build (the usual case: `cargo xtask image` or an earlier test built it) takes
 /// seconds; a cold one, the static release build with LTO, a few minutes on two cores.

@@ -2,13 +2,13 @@
 //! Service, and port-sync commands pointed at it.
 
 use crate::command;
+use fixtures::process::Process;
+use kube_stand_in::ApiServerConfig;
+use kube_stand_in::service_bed::ServiceBed;
+pub use kube_stand_in::service_bed::{NAMESPACE, SERVICE, USER};
 use std::ops::Deref;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use testbed::kube_api::ApiServerConfig;
-use testbed::process::Process;
-use testbed::service_bed::ServiceBed;
-pub use testbed::service_bed::{NAMESPACE, SERVICE, USER};
 
 pub const LIMIT: Duration = Duration::from_secs(60);
 

@@ -1,20 +1,20 @@
 //! The chart's rendered pods in real containers (issue 14): the chart rendered with the real
 //! Helm library into the API stand-in, each pod of it run by podman from the stand-in images
-//! (testbed::stand_in_images) with exactly its rendered securityContext and volumes
-//! (testbed::pods). `cargo xtask test` builds the images before the tests; here the build only
+//! (fixtures::stand_in_images) with exactly its rendered securityContext and volumes
+//! (fixtures::pods). `cargo xtask test` builds the images before the tests; here the build only
 //! finds them (a cold build outlasts a test's time limit).
 
+use fixtures::helm::{InstallRequest, install_library};
+use fixtures::image::Podman;
+use fixtures::pods::{self, PodIdentity};
+use fixtures::process::Echo;
+use fixtures::stand_in_images::{self, ZOOKEEPER_UID};
+use fixtures::zookeeper::four_letter_word;
+use kube_stand_in::{ApiServer, ApiServerConfig};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use testbed::helm::{InstallRequest, install_library};
-use testbed::image::Podman;
-use testbed::kube_api::{ApiServer, ApiServerConfig};
-use testbed::pods::{self, PodIdentity};
-use testbed::process::Echo;
-use testbed::stand_in_images::{self, ZOOKEEPER_UID};
-use testbed::zookeeper::four_letter_word;
 
 const NAMESPACE: &str = "flink";
 const RELEASE: &str = "demo";

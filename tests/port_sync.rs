@@ -7,14 +7,14 @@
 
 use e2e::kube_bed::{Bed, LIMIT, NAMESPACE, SERVICE, USER};
 use e2e::{Finished, run};
+use fixtures::fake_jobmanager::{Answer, FakeJobManager, config_json};
+use fixtures::ports::free_port;
+use fixtures::process::{Echo, Process};
+use kube_stand_in::{ApiServerConfig, Fault, FaultOn};
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use testbed::fake_jobmanager::{Answer, FakeJobManager, config_json};
-use testbed::kube_api::{ApiServerConfig, Fault, FaultOn};
-use testbed::ports::free_port;
-use testbed::process::{Echo, Process};
 
 fn once(bed: &Bed, jobmanager: &str, extra: &[&str]) -> Finished {
     let mut args = vec!["--once"];

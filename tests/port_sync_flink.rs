@@ -5,14 +5,14 @@
 
 use e2e::kube_bed::{Bed, LIMIT};
 use e2e::run;
+use fixtures::flink::{DEFAULT_VERSION, Flink, JobManager, JobManagerConfig};
+use fixtures::ports::free_port;
+use fixtures::process::{Echo, Process};
+use fixtures::zookeeper::{Ensemble, EnsembleConfig};
+use kube_stand_in::ApiServerConfig;
 use serde_json::json;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use testbed::flink::{DEFAULT_VERSION, Flink, JobManager, JobManagerConfig};
-use testbed::kube_api::ApiServerConfig;
-use testbed::ports::free_port;
-use testbed::process::{Echo, Process};
-use testbed::zookeeper::{Ensemble, EnsembleConfig};
 
 /// A JobManager answers REST in 5-15 s here; a restart waits for ZooKeeper to expire the
 /// killed one's session too.

@@ -1,18 +1,18 @@
 //! port-sync, the built binary, against a real Flink 2.3 JobManager (ZooKeeper HA, a real
 //! ZooKeeper 3.8) whose REST API speaks HTTPS only (`security.ssl.rest.enabled`), with a CA and
-//! a server certificate for 127.0.0.1 made by the JDK's keytool (`testbed::flink::RestTls`),
+//! a server certificate for 127.0.0.1 made by the JDK's keytool (`fixtures::flink::RestTls`),
 //! and the test bed's Kubernetes API stand-in. The https path of `--jobmanager-url` and
 //! `--jobmanager-ca`: it syncs with the CA, says why without it, and refuses a bad CA file.
 
 use e2e::kube_bed::{Bed, LIMIT};
 use e2e::{Finished, run};
+use fixtures::flink::{DEFAULT_VERSION, Flink, JobManager, JobManagerConfig, RestTls};
+use fixtures::ports::free_port;
+use fixtures::process::{Echo, Process};
+use fixtures::zookeeper::{Ensemble, EnsembleConfig};
+use kube_stand_in::ApiServerConfig;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use testbed::flink::{DEFAULT_VERSION, Flink, JobManager, JobManagerConfig, RestTls};
-use testbed::kube_api::ApiServerConfig;
-use testbed::ports::free_port;
-use testbed::process::{Echo, Process};
-use testbed::zookeeper::{Ensemble, EnsembleConfig};
 
 /// A JobManager answers REST in 5-15 s here; a restart waits for ZooKeeper to expire the
 /// killed one's session too.
@@ -48,7 +48,7 @@ fn over_https_it_syncs_with_the_ca_and_names_jobmanager_ca_without_it() {
     let (rpc, blob) = jobmanager.live_ports().unwrap();
     assert!(rpc != 0 && blob != 0, "random ports are bound in HA mode");
     // Plain HTTP is refused: REST is HTTPS only, so the https path is what is tested.
-    let plain = testbed::flink::rest::get(
+    let plain = fixtures::flink::rest::get(
         jobmanager.rest_address(),
         "/jobmanager/config",
         Duration::from_secs(5),

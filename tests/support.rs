@@ -4,10 +4,10 @@
 pub mod kube_bed;
 pub mod network_policy;
 
+use fixtures::process::{Echo, Process};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-use testbed::process::{Echo, Process};
 
 /// A binary of this workspace, built by `cargo build --bins` into the same target dir as the
 /// test (cargo xtask test builds them first).

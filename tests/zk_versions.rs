@@ -1,6 +1,6 @@
 //! zk-wait, the built binary, against real ZooKeeper servers of other release lines than
 //! Debian's 3.8 (tests/zk_wait.rs covers that one in depth), started by the test bed from jars
-//! (`testbed::zookeeper_versions`): 3.7.2 shaded in Flink 2.3's flink-dist (installed for the
+//! (`drills::zookeeper_versions`): 3.7.2 shaded in Flink 2.3's flink-dist (installed for the
 //! Flink tests anyway), 3.4.14 from Flink 1.14.6's jars and 3.9.5 from pyspark 4.3.0's, the
 //! oldest and newest lines, which `cargo xtask test` installs before the tests run. For each: a
 //! standalone server with the default whitelist is ready; a lone member of a 3-member ensemble
@@ -8,9 +8,9 @@
 //! line 3.4 - 3.9 in every whitelist setting.
 
 use e2e::{Finished, command, run};
+use fixtures::zookeeper::{Ensemble, EnsembleConfig};
+use fixtures::zookeeper_releases::source;
 use std::time::Duration;
-use testbed::zookeeper::{Ensemble, EnsembleConfig};
-use testbed::zookeeper_versions::source;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const JVM_START: Duration = Duration::from_secs(60);

@@ -3,12 +3,12 @@
 //! Real: ZooKeeper, the binary, TCP and DNS resolution. Fake: only the misbehaving peers.
 
 use e2e::{Finished, command, run};
+use fixtures::fake_peer::{Behaviour, FakePeer};
+use fixtures::ports::free_port;
+use fixtures::process::{Echo, Process};
+use fixtures::zookeeper::{Ensemble, EnsembleConfig};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use testbed::fake_peer::{Behaviour, FakePeer};
-use testbed::ports::free_port;
-use testbed::process::{Echo, Process};
-use testbed::zookeeper::{Ensemble, EnsembleConfig};
 
 /// Generous: these machines are shared and slow at times. Only a hang reaches it.
 const LIMIT: Duration = Duration::from_secs(60);

@@ -11,15 +11,15 @@
 use crate::install;
 use crate::run::{Result, cargo, step, workspace_root};
 use crate::stats::{mark, median, millis, ratio};
+use fixtures::flink::{DEFAULT_VERSION, Flink, JobManager, JobManagerConfig, rest};
+use fixtures::ports::free_port;
+use fixtures::process::{Echo, Process, stop_children_on_signal};
+use fixtures::zookeeper::{Ensemble, EnsembleConfig};
+use kube_stand_in::ApiServerConfig;
+use kube_stand_in::service_bed::{NAMESPACE, SERVICE, ServiceBed};
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
-use testbed::flink::{DEFAULT_VERSION, Flink, JobManager, JobManagerConfig, rest};
-use testbed::kube_api::ApiServerConfig;
-use testbed::ports::free_port;
-use testbed::process::{Echo, Process, stop_children_on_signal};
-use testbed::service_bed::{NAMESPACE, SERVICE, ServiceBed};
-use testbed::zookeeper::{Ensemble, EnsembleConfig};
 
 const LOOP_SERVICE: &str = "flink-jobmanager-loop";
 const JVM_START: Duration = Duration::from_secs(180);

@@ -9,13 +9,13 @@
 use crate::install;
 use crate::run::{Result, cargo, step, workspace_root};
 use crate::stats::{mark, median, millis, ratio};
+use fixtures::process::{Echo, Process, stop_children_on_signal};
+use fixtures::zookeeper::{Ensemble, EnsembleConfig, four_letter_word};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-use testbed::process::{Echo, Process, stop_children_on_signal};
-use testbed::zookeeper::{Ensemble, EnsembleConfig, four_letter_word};
 
 const LIMIT: Duration = Duration::from_secs(120);
 

@@ -1,6 +1,6 @@
 //! `cargo xtask checkers` (and a step of `cargo xtask test`): the chart, the image and the RBAC
 //! manifests judged by the tools their users run, installed from registries: the chart rendered
-//! by the real Helm library with every value set of `testbed::helm::CHART_VALUE_SETS`, then kubernetes-validate
+//! by the real Helm library with every value set of `fixtures::helm::CHART_VALUE_SETS`, then kubernetes-validate
 //! (strict, the oldest and newest Kubernetes the chart supports), checkov (with the checked-in
 //! skip list helm/checkov.yaml, each skip with its reason), yamllint; hadolint on the
 //! Dockerfile; `kubectl kustomize rbac/`. promtool runs in tests/chart.rs (the alert rules) and
@@ -8,12 +8,12 @@
 
 use crate::install;
 use crate::run::{Result, step, target_dir, workspace_root};
+use fixtures::helm::{CHART_VALUE_SETS, InstallRequest, PythonVenv, install_library};
+use kube_stand_in::{ApiServer, ApiServerConfig};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use testbed::helm::{CHART_VALUE_SETS, InstallRequest, PythonVenv, install_library};
-use testbed::kube_api::{ApiServer, ApiServerConfig};
 
 /// The Python checkers, pinned; the venv's name changes with the pins.
 const CHECKERS: &[&str] = &[

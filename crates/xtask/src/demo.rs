@@ -9,15 +9,15 @@
 //! exactly-once FileSink) behind the Service that port-sync keeps right, its JobManager killed
 //! mid-stream; the job resumes from its last checkpoint and the output is checked exactly once.
 //!
-//! The steps live in `testbed::scenario` and `testbed::failover`, which the CI tests
+//! The steps live in `drills::scenario` and `drills::failover`, which the CI tests
 //! `tests/demo.rs` and `tests/failover.rs` run too.
 
 use crate::install;
 use crate::run::{Result, cargo, step, target_dir};
-use testbed::failover::{self, FailoverConfig, Variant};
-use testbed::flink::{DEFAULT_VERSION, Flink};
-use testbed::process::stop_children_on_signal;
-use testbed::scenario::{self, ScenarioConfig};
+use drills::failover::{self, FailoverConfig, Variant};
+use drills::scenario::{self, ScenarioConfig};
+use fixtures::flink::{DEFAULT_VERSION, Flink};
+use fixtures::process::stop_children_on_signal;
 
 pub fn run() -> Result {
     stop_children_on_signal();

@@ -3,15 +3,15 @@
 //! of how the TaskManager reaches the JobManager run in turn (interleaved, so drift on a shared
 //! machine falls on every variant alike); prints each milestone's median and min-max after the
 //! kill, the registration error-delays hit and exactly-once per variant. The work is in
-//! `testbed::failover`.
+//! `drills::failover`.
 
 use crate::install;
 use crate::run::{Result, build_debug_binary};
 use crate::stats::median;
+use drills::failover::{self, FailoverConfig, FailoverReport, Milestones, Stop, Variant};
+use fixtures::flink::{DEFAULT_VERSION, Flink};
+use fixtures::process::stop_children_on_signal;
 use std::time::Duration;
-use testbed::failover::{self, FailoverConfig, FailoverReport, Milestones, Stop, Variant};
-use testbed::flink::{DEFAULT_VERSION, Flink};
-use testbed::process::stop_children_on_signal;
 
 pub fn run(
     runs: usize,

@@ -9,9 +9,9 @@
 
 use crate::install;
 use crate::run::Result;
+use fixtures::image::{self, DEV_TAG};
+use fixtures::process::Echo;
 use std::time::{Duration, Instant};
-use testbed::image::{self, DEV_TAG};
-use testbed::process::Echo;
 
 /// A cold release build (LTO, one codegen unit) takes minutes on two cores; this bounds a
 /// stuck one, not a slow one.

@@ -66,7 +66,7 @@ pub const PROMETHEUS: Package = Package {
     provides: "/usr/bin/promtool",
 };
 /// Makes the Debian root file system the stand-in `flink` and `zookeeper` images are built on
-/// (testbed::stand_in_images, tests/pods.rs).
+/// (fixtures::stand_in_images, tests/pods.rs).
 pub const DEBOOTSTRAP: Package = Package {
     name: "debootstrap",
     provides: "/usr/sbin/debootstrap",
@@ -131,9 +131,9 @@ fn is_root() -> bool {
 /// rather than inside a test, so that the download shows its progress and no test's time limit
 /// has to cover it.
 pub fn flink() -> Result {
-    let version = testbed::flink::DEFAULT_VERSION;
+    let version = fixtures::flink::DEFAULT_VERSION;
     eprintln!("==> install Flink {version} into the cache (downloads only when missing)");
-    let flink = testbed::flink::Flink::install(version).map_err(|e| e.to_string())?;
+    let flink = fixtures::flink::Flink::install(version).map_err(|e| e.to_string())?;
     eprintln!("==> Flink {version} is at {}", flink.home().display());
     Ok(())
 }

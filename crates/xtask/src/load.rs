@@ -1,13 +1,13 @@
 //! `cargo xtask load`: many port-sync processes (release build, the chart's `--interval`), each
 //! with its own Service, service account and Role, against one API stand-in and one fake
 //! JobManager; measures what each sends to the API server and the JobManager in steady state
-//! and scales it to 1,000 Flink clusters. The work is in `testbed::load`.
+//! and scales it to 1,000 Flink clusters. The work is in `drills::load`.
 
 use crate::run::{Result, cargo, step, target_dir};
+use drills::load::{self, LoadConfig};
+use fixtures::process::stop_children_on_signal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use testbed::load::{self, LoadConfig};
-use testbed::process::stop_children_on_signal;
 
 pub fn run(
     instances: usize,

@@ -83,7 +83,7 @@ enum Task {
         #[arg(long, default_value_t = 10)]
         minutes: u64,
         /// Seed of the schedule: the same seed plays the same faults at the same times.
-        #[arg(long, default_value_t = testbed::soak::DEFAULT_SEED)]
+        #[arg(long, default_value_t = drills::soak::DEFAULT_SEED)]
         seed: u64,
         /// Also write the figures as JSON to this file.
         #[arg(long)]

@@ -1,14 +1,14 @@
 //! `cargo xtask matrix`: port-sync against a real JobManager of each Flink version in
-//! `testbed::matrix::VERSIONS` (or `--versions`), one after the other, each in ZooKeeper HA
+//! `drills::matrix::VERSIONS` (or `--versions`), one after the other, each in ZooKeeper HA
 //! mode with the API stand-in: the Service gets the live rpc and blob ports and follows a
 //! restart. Prints one table row per version; fails if any version fails.
 
 use crate::install;
 use crate::run::{Result, build_debug_binary};
 use crate::stats::millis;
+use drills::matrix::{self, VersionReport};
+use fixtures::process::stop_children_on_signal;
 use std::time::Duration;
-use testbed::matrix::{self, VersionReport};
-use testbed::process::stop_children_on_signal;
 
 pub fn run(versions: Option<Vec<String>>) -> Result {
     stop_children_on_signal();
@@ -22,7 +22,7 @@ pub fn run(versions: Option<Vec<String>>) -> Result {
     // Downloads first, each with its progress shown, so the runs below time only Flink.
     for version in &versions {
         eprintln!("==> install Flink {version} into the cache (downloads only when missing)");
-        testbed::flink::Flink::install(version)
+        fixtures::flink::Flink::install(version)
             .map_err(|error| format!("installing Flink {version}: {error}"))?;
     }
     let port_sync = build_debug_binary("port-sync")?;

@@ -1,14 +1,14 @@
 //! `cargo xtask soak`: port-sync (release build) against a real Flink JobManager and the API
 //! stand-in while a seeded schedule injects every fault the stand-in knows and restarts the
 //! JobManager; prints the figures and fails on a lost update, a wrong write, a 401, growth of
-//! RSS or open descriptors, or port-sync exiting. The work is in `testbed::soak`.
+//! RSS or open descriptors, or port-sync exiting. The work is in `drills::soak`.
 
 use crate::install;
 use crate::run::{Result, cargo, step, target_dir};
+use drills::soak::{self, SoakConfig};
+use fixtures::process::stop_children_on_signal;
 use std::path::Path;
 use std::time::Duration;
-use testbed::process::stop_children_on_signal;
-use testbed::soak::{self, SoakConfig};
 
 /// `binary`: soak this port-sync instead of building the release one.
 pub fn run(minutes: u64, seed: u64, json: Option<&Path>, binary: Option<&Path>) -> Result {

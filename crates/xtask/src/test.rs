@@ -4,8 +4,8 @@
 
 use crate::install;
 use crate::run::{Result, cargo, step};
+use fixtures::process::Echo;
 use std::time::Duration;
-use testbed::process::Echo;
 
 /// Seconds per fuzz target in the suite: enough to replay the corpus and find shallow crashes.
 const CI_FUZZ_SECONDS: u64 = 20;
@@ -23,12 +23,12 @@ pub fn run() -> Result {
     install::nextest()?;
     install::flink()?;
     // The oldest Flink of the matrix, for tests/port_sync_matrix.rs (downloads only when missing).
-    testbed::flink::Flink::install(testbed::matrix::VERSIONS[0])
+    fixtures::flink::Flink::install(drills::matrix::VERSIONS[0])
         .map_err(|error| error.to_string())?;
     // The oldest and newest ZooKeeper lines for tests/zk_versions.rs (3.7 comes with Flink 2.3;
     // 3.8 is Debian's): about 680 MB of PyPI archives, ~35 s once, unpacked to ~165 MB of jars.
     for version in ["3.4.14", "3.9.5"] {
-        let source = testbed::zookeeper_versions::source(version)
+        let source = fixtures::zookeeper_releases::source(version)
             .ok_or_else(|| format!("no ZooKeeper {version} in the test bed"))?;
         eprintln!(
             "==> install ZooKeeper {version} from {} (downloads only when missing)",
@@ -36,14 +36,14 @@ pub fn run() -> Result {
         );
         source.install().map_err(|error| error.to_string())?;
     }
-    testbed::helm::install_library().map_err(|error| error.to_string())?;
+    fixtures::helm::install_library().map_err(|error| error.to_string())?;
     // Built here, not inside a test: a cold static release build takes minutes.
     crate::image::run()?;
     // The stand-ins for the official flink and zookeeper images that tests/pods.rs runs the
     // chart's pods in: cached by content; a cold build (debootstrap, two images) outlasts a test.
     eprintln!("==> build the stand-in flink and zookeeper images (cached by content)");
-    let podman = testbed::image::Podman::new().map_err(|error| error.to_string())?;
-    let images = testbed::stand_in_images::build(&podman, &Echo::Prefixed("    ".into()))
+    let podman = fixtures::image::Podman::new().map_err(|error| error.to_string())?;
+    let images = fixtures::stand_in_images::build(&podman, &Echo::Prefixed("    ".into()))
         .map_err(|error| error.to_string())?;
     eprintln!(
         "    {} and {}; built now: {:?}",
@@ -86,7 +86,7 @@ pub fn run() -> Result {
 
     // Load and soak run the very port-sync the image ships: the static release build made for
     // the image above (this call only finds it), so no second release build.
-    let shipped = testbed::image::build_static_binaries(Echo::Quiet, Duration::from_secs(120))
+    let shipped = fixtures::image::build_static_binaries(Echo::Quiet, Duration::from_secs(120))
         .map_err(|error| error.to_string())?;
     let port_sync = shipped
         .binaries
@@ -104,7 +104,7 @@ pub fn run() -> Result {
     // restarts against port-sync, with the fixed seed.
     crate::soak::run(
         CI_SOAK_MINUTES,
-        testbed::soak::DEFAULT_SEED,
+        drills::soak::DEFAULT_SEED,
         None,
         Some(&port_sync),
     )

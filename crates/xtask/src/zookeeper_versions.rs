@@ -1,13 +1,14 @@
 //! `cargo xtask zookeeper-versions`: zk-wait against a real ZooKeeper of each release line
-//! 3.4 – 3.9 (`testbed::zookeeper_versions::SOURCES`, or `--versions`), each started in every
+//! 3.4 – 3.9 (`fixtures::zookeeper_releases::SOURCES`, or `--versions`), each started in every
 //! whitelist setting it supports and as a 3-member ensemble. Captures the raw answers into
 //! `tests/fixtures/zookeeper-<version>/` with a manifest (zk-wait's unit tests read them all),
 //! and prints one table row per version; fails if any version fails.
 
 use crate::install;
 use crate::run::{Result, build_debug_binary, workspace_root};
-use testbed::process::stop_children_on_signal;
-use testbed::zookeeper_versions::{self, CaptureReport, SOURCES, Source};
+use drills::zookeeper_versions::{self, CaptureReport};
+use fixtures::process::stop_children_on_signal;
+use fixtures::zookeeper_releases::{self, SOURCES, Source};
 use zk_wait::four_letter::{Reply, Word, parse_reply};
 
 pub fn run(versions: Option<Vec<String>>) -> Result {
@@ -17,7 +18,7 @@ pub fn run(versions: Option<Vec<String>>) -> Result {
         Some(versions) => versions
             .iter()
             .map(|version| {
-                zookeeper_versions::source(version).ok_or_else(|| {
+                zookeeper_releases::source(version).ok_or_else(|| {
                     format!(
                         "no ZooKeeper {version} here; known: {}",
                         SOURCES

@@ -4,12 +4,12 @@
 //! killed and restarts on new random ports. Shared by `cargo xtask matrix` (every version) and
 //! the CI test (the oldest version; the newest has its own, longer test).
 
-use crate::flink::{Flink, JobManager, JobManagerConfig, rest};
-use crate::kube_api::ApiServerConfig;
-use crate::ports::free_port;
-use crate::process::{Echo, Process};
-use crate::service_bed::{SERVICE, ServiceBed};
-use crate::zookeeper::{Ensemble, EnsembleConfig};
+use fixtures::flink::{Flink, JobManager, JobManagerConfig, rest};
+use fixtures::ports::free_port;
+use fixtures::process::{Echo, Process};
+use fixtures::zookeeper::{Ensemble, EnsembleConfig};
+use kube_stand_in::ApiServerConfig;
+use kube_stand_in::service_bed::{SERVICE, ServiceBed};
 use std::io;
 use std::path::Path;
 use std::process::Command;

@@ -2,6 +2,7 @@
 //! from the shipped manifests, patch types, resourceVersion, validation, watch and faults.
 //! Every request has a client timeout and every watch a server timeout: nothing hangs.
 
+use kube_stand_in::{ApiServer, ApiServerConfig, Fault, FaultOn, PolicyRule, RequestKind};
 use reqwest::blocking::{Client, Response};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -9,7 +10,6 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testbed::kube_api::{ApiServer, ApiServerConfig, Fault, FaultOn, PolicyRule, RequestKind};
 
 const NAMESPACE: &str = "flink";
 const SERVICE: &str = "flink-jobmanager";

@@ -13,11 +13,11 @@
 //! The arithmetic (tallies, rates, extrapolation, /proc parsing) is pure and tested here; `run`
 //! is the I/O around it.
 
-use crate::fake_jobmanager::{Answer, FakeJobManager};
-use crate::kube_api::{ApiServerConfig, RequestKind, RequestRecord};
-use crate::ports::free_port;
-use crate::process::{Echo, Process};
-use crate::service_bed::{NAMESPACE, ServiceBed};
+use fixtures::fake_jobmanager::{Answer, FakeJobManager};
+use fixtures::ports::free_port;
+use fixtures::process::{Echo, Process};
+use kube_stand_in::service_bed::{NAMESPACE, ServiceBed};
+use kube_stand_in::{ApiServerConfig, RequestKind, RequestRecord};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::io;
@@ -281,7 +281,7 @@ pub fn established_on_port(proc_net_tcp: &str, port: u16) -> usize {
 /// port-sync's `--interval` as the chart sets it: `sidecars.portSync.interval` in
 /// helm/flink-ha/values.yaml.
 pub fn chart_interval() -> io::Result<String> {
-    let path = crate::image::workspace_root().join("helm/flink-ha/values.yaml");
+    let path = fixtures::image::workspace_root().join("helm/flink-ha/values.yaml");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     let values: Value = serde_norway::from_str(&text)

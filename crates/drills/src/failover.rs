@@ -8,17 +8,17 @@
 //! Real: Flink 2.3, ZooKeeper, port-sync (the built binary), kube's client. Stand-in: the
 //! Kubernetes API server, and the forwarder playing kube-proxy.
 
-use crate::flink::{
+use crate::scenario::Addresses;
+use fixtures::flink::{
     ExactlyOnce, Flink, JobManager, JobManagerConfig, StreamingJob, TaskManager, TaskManagerConfig,
     restored_checkpoint,
 };
-use crate::forwarder::{Forwarder, ForwarderConfig};
-use crate::kube_api::ApiServerConfig;
-use crate::ports::free_port;
-use crate::process::{Echo, Process};
-use crate::scenario::Addresses;
-use crate::service_bed::{SERVICE, ServiceBed};
-use crate::zookeeper::{Ensemble, EnsembleConfig};
+use fixtures::forwarder::{Forwarder, ForwarderConfig};
+use fixtures::ports::free_port;
+use fixtures::process::{Echo, Process};
+use fixtures::zookeeper::{Ensemble, EnsembleConfig};
+use kube_stand_in::ApiServerConfig;
+use kube_stand_in::service_bed::{SERVICE, ServiceBed};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;

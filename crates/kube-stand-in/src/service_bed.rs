@@ -3,7 +3,7 @@
 //! reaches it with port-sync's own service-account token, so every request goes through the
 //! RBAC rules of rbac/role.yaml.
 
-use crate::kube_api::{ApiServer, ApiServerConfig, RequestRecord};
+use crate::{ApiServer, ApiServerConfig, RequestRecord};
 use serde_json::{Value, json};
 use std::io;
 use std::path::PathBuf;

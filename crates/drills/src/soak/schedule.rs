@@ -5,7 +5,7 @@
 //! comes in rounds: each round holds each kind once, in a shuffled order, 4–12 s apart, so a
 //! round ends within 8 + 8 × 12 = 104 s and any schedule of 2 minutes or more holds every kind.
 
-use crate::kube_api::FaultOn;
+use kube_stand_in::FaultOn;
 use std::time::Duration;
 
 /// A small deterministic PRNG (splitmix64, Steele, Lea and Flood 2014): plenty for a schedule,
@@ -366,7 +366,7 @@ fn make_action(kind: FaultKind, rng: &mut SplitMix64) -> Action {
         },
         FaultKind::TooManyRequests => Action::TooManyRequests {
             // The only value the real throttling filters send.
-            retry_after_secs: crate::kube_api::SERVER_RETRY_AFTER_SECS,
+            retry_after_secs: kube_stand_in::SERVER_RETRY_AFTER_SECS,
             on: rng.pick(&TARGETS),
             count: rng.between(1, 2) as usize,
             trigger: maybe_trigger(rng),

@@ -1,12 +1,15 @@
-//! A Kubernetes API server stand-in for tests, benchmarks and the demo: no kube-apiserver
-//! can be installed on these machines, so this serves the part of the API that port-sync
-//! (and later the Helm runner) uses, behaving as the real server does: HTTPS with its own
+//! The Kubernetes API server stand-in, the one part of the test bed that is not the real thing:
+//! no kube-apiserver can run on these machines, so this serves the part of the API that
+//! port-sync and the chart's objects use, behaving as the real server does: HTTPS with its own
 //! CA, bearer tokens with expiry, RBAC from the project's own `rbac/` manifests, core/v1
 //! Services with get/list/watch/create/update/patch/delete, resourceVersion, validation,
-//! Status bodies, and fault injection.
+//! Status bodies, and fault injection. [`service_bed`] holds the JobManager Service as the
+//! chart creates it, with a kubeconfig carrying port-sync's own token.
 //!
-//! `crates/testbed/KUBE-STAND-IN.md` lists each behaviour copied from kube-apiserver with the
-//! source file that shows it and the test that checks it.
+//! This crate's README.md is its conformance table: each behaviour copied from kube-apiserver,
+//! the source file that shows it, and the test that checks it. It must not grow behaviour that
+//! no test, drill or chart check relies on, nor anything kube-apiserver would not do: a
+//! behaviour only this stand-in accepts is a defect found by the first real cluster.
 //!
 //! It runs on its own thread with its own tokio runtime, so synchronous code can use it;
 //! dropping the [`ApiServer`] stops it.
@@ -24,6 +27,8 @@ mod store;
 mod tls;
 mod validate;
 mod watch;
+
+pub mod service_bed;
 
 pub use auth::{ADMIN_USER, Identity, write_token_file};
 pub use faults::{Fault, FaultOn, Faults, RequestKind, RequestRecord};

@@ -8,13 +8,13 @@
 //! `cargo xtask demo` and the CI test `tests/demo.rs` both call [`run`]: one code path, the
 //! demo with longer pauses and process output shown, the test asserting on the [`Report`].
 
-use crate::flink::{Flink, JobManager, JobManagerConfig, TaskManager, TaskManagerConfig, rest};
-use crate::forwarder::{EventKind, Forwarder, ForwarderConfig, Route};
-use crate::kube_api::ApiServerConfig;
-use crate::ports::free_port;
-use crate::process::{Echo, Process};
-use crate::service_bed::{NAMESPACE, SERVICE, ServiceBed};
-use crate::zookeeper::{Ensemble, EnsembleConfig};
+use fixtures::flink::{Flink, JobManager, JobManagerConfig, TaskManager, TaskManagerConfig, rest};
+use fixtures::forwarder::{EventKind, Forwarder, ForwarderConfig, Route};
+use fixtures::ports::free_port;
+use fixtures::process::{Echo, Process};
+use fixtures::zookeeper::{Ensemble, EnsembleConfig};
+use kube_stand_in::ApiServerConfig;
+use kube_stand_in::service_bed::{NAMESPACE, SERVICE, ServiceBed};
 use serde_json::Value;
 use std::fmt;
 use std::fs;
@@ -148,7 +148,7 @@ impl ScenarioConfig {
         ScenarioConfig {
             zk_wait: zk_wait.to_owned(),
             port_sync: port_sync.to_owned(),
-            flink_version: crate::flink::DEFAULT_VERSION.to_owned(),
+            flink_version: fixtures::flink::DEFAULT_VERSION.to_owned(),
             addresses: Addresses::pick(),
             lone_member_for: Duration::from_secs(4),
             without_port_sync_for: Duration::from_secs(30),

@@ -14,12 +14,12 @@
 pub mod schedule;
 pub mod tracker;
 
-use crate::flink::{DEFAULT_VERSION, Flink, JobManager, JobManagerConfig, rest};
-use crate::kube_api::{Fault, FaultOn, RequestRecord};
-use crate::ports::free_port;
-use crate::process::{Echo, Process};
-use crate::service_bed::{NAMESPACE, SERVICE, ServiceBed, USER};
-use crate::zookeeper::{Ensemble, EnsembleConfig};
+use fixtures::flink::{DEFAULT_VERSION, Flink, JobManager, JobManagerConfig, rest};
+use fixtures::ports::free_port;
+use fixtures::process::{Echo, Process};
+use fixtures::zookeeper::{Ensemble, EnsembleConfig};
+use kube_stand_in::service_bed::{NAMESPACE, SERVICE, ServiceBed, USER};
+use kube_stand_in::{Fault, FaultOn, RequestRecord};
 use schedule::{Action, Edit, Event, FaultKind, Field, Schedule};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -193,7 +193,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport, String> {
         .map_err(fail("start ZooKeeper"))?;
     let flink = Flink::install(&config.flink_version).map_err(fail("install Flink"))?;
     let bed = ServiceBed::start(
-        crate::kube_api::ApiServerConfig::default(),
+        kube_stand_in::ApiServerConfig::default(),
         Duration::from_secs(3600),
     )
     .map_err(fail("start the API stand-in"))?;

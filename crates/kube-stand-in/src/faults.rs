@@ -58,7 +58,7 @@ pub enum Fault {
     /// plain-text 429 with `Retry-After: 1`.
     Status(u16),
     /// 429 in the throttling filters' plain-text form, with this `Retry-After`. The real
-    /// filters always send 1 ([`crate::kube_api::SERVER_RETRY_AFTER_SECS`]); other values are
+    /// filters always send 1 ([`crate::SERVER_RETRY_AFTER_SECS`]); other values are
     /// for tests of how a client honours the header.
     TooManyRequests { retry_after_secs: u64 },
     /// Close the connection without an answer.
