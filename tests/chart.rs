@@ -108,7 +108,7 @@ impl Installed {
     }
 
     /// The Flink configuration file the ConfigMap holds, parsed; and the file's name.
-    fn flink_config(&self) -> (String, serde_norway::Mapping) {
+    fn flink_config(&self) -> (String, serde_json::Map<String, serde_json::Value>) {
         let config_map = self.object("v1", "ConfigMap", &format!("{FULLNAME}-config"));
         let data = config_map["data"]
             .as_object()
@@ -117,7 +117,7 @@ impl Installed {
             .iter()
             .find(|(file, _)| *file == "config.yaml" || *file == "flink-conf.yaml")
             .expect("a Flink configuration file");
-        let parsed = serde_norway::from_str(text.as_str().unwrap())
+        let parsed = serde_saphyr::from_str(text.as_str().unwrap())
             .unwrap_or_else(|error| panic!("{file} is not YAML ({error}):\n{text}"));
         (file.clone(), parsed)
     }
@@ -125,8 +125,8 @@ impl Installed {
     fn flink_setting(&self, key: &str) -> Option<String> {
         let (_, config) = self.flink_config();
         config.get(key).map(|value| match value {
-            serde_norway::Value::String(text) => text.clone(),
-            other => serde_norway::to_string(other).unwrap().trim().to_owned(),
+            serde_json::Value::String(text) => text.clone(),
+            other => serde_saphyr::to_string(other).unwrap().trim().to_owned(),
         })
     }
 
@@ -137,7 +137,7 @@ impl Installed {
             .iter()
             .map(|hook| {
                 let manifest = hook["manifest"].as_str().expect("a hook has a manifest");
-                serde_norway::from_str(manifest).expect("a hook's manifest is YAML")
+                serde_saphyr::from_str(manifest).expect("a hook's manifest is YAML")
             })
             .collect()
     }
@@ -633,7 +633,7 @@ fn flink_2_gets_a_yaml_config_yaml() {
     assert_eq!(file, "config.yaml");
     assert_eq!(
         config.get("env.java.opts.all"),
-        Some(&serde_norway::Value::Sequence(vec!["-XX:+UseG1GC".into()]))
+        Some(&serde_json::json!(["-XX:+UseG1GC"]))
     );
     assert_eq!(
         installed
@@ -958,7 +958,7 @@ fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
         &format!("{FULLNAME}-port-sync"),
     );
     let dir = tempfile::tempdir().unwrap();
-    let rules = serde_norway::to_string(&rule["spec"]).unwrap();
+    let rules = serde_saphyr::to_string(&rule["spec"]).unwrap();
     std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
     let tests = "port-sync-alerts.test.yaml";
     std::fs::copy(
@@ -1058,7 +1058,7 @@ fn rules_and_names(role: &Value) -> (Vec<Value>, Vec<Value>) {
 #[test]
 fn rbac_dir_and_the_chart_grant_exactly_the_same_rules() {
     let text = std::fs::read_to_string(repository_file("rbac/role.yaml")).unwrap();
-    let shipped: Value = serde_norway::from_str(&text).unwrap();
+    let shipped: Value = serde_saphyr::from_str(&text).unwrap();
     let (shipped_rules, shipped_names) = rules_and_names(&shipped);
 
     // With the default names: the same apiGroups, resources and verbs; resourceNames the
@@ -1247,7 +1247,7 @@ fn the_rendered_jobmanager_pod_runs_against_real_zookeeper_and_flink() {
     assert_eq!(quorum, zookeeper.connect_string());
     let mut config = JobManagerConfig::new(quorum);
     for (key, value) in &rendered {
-        let key = key.as_str().unwrap();
+        let key = key.as_str();
         if !pod_specific.contains(&key) {
             config = config.set(
                 key,
@@ -1430,7 +1430,7 @@ fn bitnami_guide_values() -> Value {
         .nth(1)
         .and_then(|rest| rest.split("```").next())
         .expect("docs/bitnami.md has a ```yaml block of values");
-    serde_norway::from_str(block).expect("the guide's values are YAML")
+    serde_saphyr::from_str(block).expect("the guide's values are YAML")
 }
 
 /// Bitnami's image maps FLINK_CFG_<KEY> to a configuration key (the fixture's rule).

@@ -344,7 +344,7 @@ pub fn run(flink: &Flink, config: &FailoverConfig) -> Result<FailoverReport, Str
 /// the TaskManagers' registration timing), from the text of its values.yaml: what the chart
 /// renders into every Flink pod's configuration, so the drill can measure recovery with it.
 pub fn chart_recovery_settings(values_yaml: &str) -> Result<Vec<(String, String)>, String> {
-    let values: serde_json::Value = serde_norway::from_str(values_yaml)
+    let values: serde_json::Value = serde_saphyr::from_str(values_yaml)
         .map_err(|error| format!("the chart's values.yaml does not parse: {error}"))?;
     let configuration = values
         .get("flinkConfiguration")

@@ -284,7 +284,7 @@ pub fn chart_interval() -> io::Result<String> {
     let path = fixtures::image::workspace_root().join("helm/flink-ha/values.yaml");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    let values: Value = serde_norway::from_str(&text)
+    let values: Value = serde_saphyr::from_str(&text)
         .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
     values
         .pointer("/sidecars/portSync/interval")

@@ -255,7 +255,7 @@ impl ApiServer {
             "current-context": "testbed",
             "preferences": {}
         });
-        serde_norway::to_string(&kubeconfig).map_err(io::Error::other)
+        serde_saphyr::to_string(&kubeconfig).map_err(io::Error::other)
     }
 
     /// Fault injection, `down_for` and the request log.

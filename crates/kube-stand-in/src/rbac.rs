@@ -148,7 +148,7 @@ struct Kustomization {
 fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<T> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?;
-    serde_norway::from_str(&text).map_err(|e| {
+    serde_saphyr::from_str(&text).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("parsing {}: {e}", path.display()),

@@ -924,7 +924,7 @@ fn the_kubeconfig_names_the_server_ca_token_file_and_namespace() {
         .write_kubeconfig(&kubeconfig, &token_file, NAMESPACE)
         .unwrap();
     let parsed: Value =
-        serde_norway::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();
+        serde_saphyr::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();
     assert_eq!(parsed["clusters"][0]["cluster"]["server"], bed.server.url());
     let ca = parsed["clusters"][0]["cluster"]["certificate-authority-data"]
         .as_str()
