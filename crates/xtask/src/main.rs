@@ -39,6 +39,10 @@ enum Task {
     /// The chart, image and RBAC manifests judged by their users' tools: kubernetes-validate,
     /// checkov, yamllint, hadolint, kubectl kustomize (installed when missing).
     Checkers,
+    /// cargo-deny over the dependency tree (advisories, licenses, bans, sources), as the suite
+    /// runs it; the RustSec database from RUSTSEC_ADVISORY_DB, a snapshot beside the repository,
+    /// or fetched.
+    SupplyChain,
     /// port-sync against a real JobManager of each Flink version (1.18 - 2.3): live ports
     /// synced, a restart followed; prints a table, fails if any version fails.
     Matrix {
@@ -148,6 +152,7 @@ fn main() -> ExitCode {
         Task::Demo => demo::run(),
         Task::Image => image::run(),
         Task::Checkers => checkers::run(),
+        Task::SupplyChain => supply_chain::check(),
         Task::Matrix { versions } => matrix::run(versions),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Failover {
