@@ -40,7 +40,7 @@ pub use status::{
 use base64::Engine as _;
 use serde_json::{Value, json};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -52,7 +52,11 @@ const ADMIN_TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct ApiServerConfig {
-    /// `None`: a free port on 127.0.0.1.
+    /// Where it listens; its certificate names this address too. 127.0.0.1 unless containers
+    /// on a network of their own must reach it (they find it as a pod finds its API server,
+    /// through `KUBERNETES_SERVICE_HOST`, at an address of the host on that network).
+    pub address: IpAddr,
+    /// `None`: a free port.
     pub port: Option<u16>,
     pub rbac: RbacConfig,
     /// How many change events watches can replay from; older versions get 410 Gone.
@@ -64,6 +68,7 @@ pub struct ApiServerConfig {
 impl Default for ApiServerConfig {
     fn default() -> Self {
         ApiServerConfig {
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: None,
             rbac: RbacConfig::default(),
             watch_history: 1000,
@@ -75,6 +80,12 @@ impl Default for ApiServerConfig {
 impl ApiServerConfig {
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
+        self
+    }
+
+    /// Listens on `address` instead of 127.0.0.1 (see [`ApiServerConfig::address`]).
+    pub fn address(mut self, address: IpAddr) -> Self {
+        self.address = address;
         self
     }
 
@@ -127,15 +138,12 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Makes the CA and certificate, loads the RBAC manifests, binds 127.0.0.1 and starts
-    /// serving on a thread of its own. Fails if the manifests are missing or invalid.
+    /// Makes the CA and certificate, loads the RBAC manifests, binds the configured address and
+    /// starts serving on a thread of its own. Fails if the manifests are missing or invalid.
     pub fn start(config: ApiServerConfig) -> io::Result<ApiServer> {
         let authorizer = rbac::Authorizer::load(&config.rbac)?;
-        let server_tls = tls::make_server_tls()?;
-        let listener = server::bind(SocketAddr::from((
-            Ipv4Addr::LOCALHOST,
-            config.port.unwrap_or(0),
-        )))?;
+        let server_tls = tls::make_server_tls(config.address)?;
+        let listener = server::bind(SocketAddr::from((config.address, config.port.unwrap_or(0))))?;
         let address = listener.local_addr()?;
         let (commands_sender, commands) = mpsc::unbounded_channel();
         let (shutdown, shutdown_receiver) = signal::channel(false);
@@ -178,7 +186,7 @@ impl ApiServer {
         })
     }
 
-    /// `https://127.0.0.1:<port>`.
+    /// `https://<address>:<port>`.
     pub fn url(&self) -> String {
         format!("https://{}", self.address)
     }

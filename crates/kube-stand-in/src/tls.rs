@@ -1,5 +1,5 @@
 //! The stand-in's TLS: a CA made fresh at every start, and a server certificate for
-//! 127.0.0.1 and localhost signed by it, so clients verify the server exactly as they verify
+//! 127.0.0.1, localhost and the address it listens on, signed by it, so clients verify the server exactly as they verify
 //! a real cluster (against the kubeconfig's certificate-authority-data), never skipping it.
 
 use rcgen::{
@@ -8,6 +8,7 @@ use rcgen::{
 };
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 
@@ -21,7 +22,7 @@ fn tls_error(error: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("kube-api stand-in TLS set-up: {error}"))
 }
 
-pub(crate) fn make_server_tls() -> io::Result<ServerTls> {
+pub(crate) fn make_server_tls(address: IpAddr) -> io::Result<ServerTls> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_error)?;
     ca_params
         .distinguished_name
@@ -31,10 +32,12 @@ pub(crate) fn make_server_tls() -> io::Result<ServerTls> {
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(tls_error)?)
         .map_err(tls_error)?;
 
-    // Both names clients use for the loopback address; rcgen makes an IP SAN of "127.0.0.1".
-    let mut server_params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .map_err(tls_error)?;
+    // The names clients use for the server; rcgen makes IP SANs of the addresses.
+    let mut names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    if !address.is_loopback() {
+        names.push(address.to_string());
+    }
+    let mut server_params = CertificateParams::new(names).map_err(tls_error)?;
     server_params
         .distinguished_name
         .push(DnType::CommonName, "kube-apiserver");
