@@ -463,6 +463,19 @@ impl FromStr for JobManagerUrl {
     }
 }
 
+/// Where the sync loop and `--once` learn the ports: the JobManager in the product, a scripted
+/// source in the loop's in-process tests.
+pub trait PortSource {
+    /// What is asked, for messages: the JobManager's `/jobmanager/config` URL.
+    fn config_url(&self) -> &http::Uri;
+
+    /// The mapped ports as the source reports them now.
+    fn desired_ports(
+        &self,
+        mappings: &[PortMapping],
+    ) -> impl Future<Output = Result<DesiredPorts, JobManagerError>> + Send;
+}
+
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// The JobManager's REST endpoint, with a client bounded in time and body size.
@@ -509,19 +522,6 @@ impl JobManager {
             config_url: base.config_url(),
             ca_file: ca_file.map(Path::to_owned),
         })
-    }
-
-    pub fn config_url(&self) -> &http::Uri {
-        &self.config_url
-    }
-
-    /// Asks for the configuration and reads the mapped ports from it.
-    pub async fn desired_ports(
-        &self,
-        mappings: &[PortMapping],
-    ) -> Result<DesiredPorts, JobManagerError> {
-        let body = self.fetch_config().await.map_err(JobManagerError::Fetch)?;
-        parse_config(&body, mappings).map_err(JobManagerError::Config)
     }
 
     /// `GET /jobmanager/config`, the body read up to `MAX_BODY_BYTES`, within the bounds.
@@ -578,6 +578,21 @@ impl JobManager {
             return FetchError::Timeout(TimeoutKind::Connect);
         }
         failure_of(error, self.ca_file.as_deref())
+    }
+}
+
+impl PortSource for JobManager {
+    fn config_url(&self) -> &http::Uri {
+        &self.config_url
+    }
+
+    /// Asks for the configuration and reads the mapped ports from it.
+    async fn desired_ports(
+        &self,
+        mappings: &[PortMapping],
+    ) -> Result<DesiredPorts, JobManagerError> {
+        let body = self.fetch_config().await.map_err(JobManagerError::Fetch)?;
+        parse_config(&body, mappings).map_err(JobManagerError::Config)
     }
 }
 

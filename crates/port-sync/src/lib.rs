@@ -10,6 +10,8 @@ pub mod app;
 pub mod cli;
 pub mod flink;
 pub mod metrics;
+#[cfg(test)]
+mod mock_api;
 pub mod once;
 pub mod plan;
 pub mod ports;
