@@ -990,6 +990,37 @@ mod tests {
         )));
     }
 
+    /// Against a JobManager that sends its head and then a byte of body every second: no wait
+    /// reaches the 3 s read timeout, so the 5 s bound on the whole request is the one that
+    /// fires, and is named. Real time, as below.
+    #[tokio::test]
+    async fn a_trickling_jobmanager_is_a_request_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: JobManagerUrl = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let _trickling = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = [0; 1024];
+            let _ = stream.read(&mut head).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+                .await;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if stream.write_all(b" ").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let jobmanager = JobManager::new(&url, None).unwrap();
+        let fetched = jobmanager.fetch_config().await;
+        assert_eq!(fetched, Err(FetchError::Timeout(TimeoutKind::Request)));
+        let message = fetched.unwrap_err().to_string();
+        assert!(message.contains("within 5s in all"), "{message}");
+    }
+
     /// Against a listener that takes the connection and never answers: a read timeout,
     /// named as one. Real time (3 s): on a paused clock tokio would advance to the connect
     /// timer while the loopback connect is still in flight.
