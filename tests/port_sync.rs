@@ -10,7 +10,7 @@ use e2e::{Finished, run};
 use fixtures::fake_jobmanager::{Answer, FakeJobManager, config_json};
 use fixtures::ports::free_port;
 use fixtures::process::{Echo, Process};
-use kube_stand_in::{ApiServerConfig, Fault, FaultOn};
+use kube_stand_in::{ApiServerConfig, Fault, FaultOn, RequestKind};
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -305,11 +305,12 @@ fn without_patch_or_watch_the_403_names_the_missing_permission() {
     }
 
     let no_watch = Bed::new(ApiServerConfig::default().without_verb("watch"));
+    let listen = free_port();
     let sidecar = Process::spawn(
         "port-sync",
         no_watch.port_sync(
             &jobmanager.url(),
-            &["--listen", &format!("127.0.0.1:{}", free_port())],
+            &["--listen", &format!("127.0.0.1:{listen}")],
         ),
         Echo::Quiet,
     )
@@ -322,6 +323,25 @@ fn without_patch_or_watch_the_403_names_the_missing_permission() {
         })
         .unwrap_or_else(|| panic!("no 403 line for watch:\n{}", sidecar.output()));
     assert!(line.text.contains(SERVICE), "{}", line.text);
+    assert!(line.text.contains("verbs: [watch]"), "{}", line.text);
+    // A 403 is tried again after 30 s, not within seconds; said once; shown by the gauge;
+    // meanwhile the Service is read every interval.
+    std::thread::sleep(Duration::from_secs(4));
+    let requests = no_watch.api.requests();
+    let count = |kind: RequestKind| requests.iter().filter(|r| r.kind == kind).count();
+    assert_eq!(count(RequestKind::Watch), 1, "{requests:#?}");
+    assert!(count(RequestKind::Get) >= 3, "{requests:#?}");
+    let forbidden_lines = sidecar
+        .lines()
+        .iter()
+        .filter(|line| line.text.contains("forbidden"))
+        .count();
+    assert_eq!(forbidden_lines, 1, "{}", sidecar.output());
+    let metrics = http_get(listen, "/metrics");
+    assert!(
+        metrics.contains("port_sync_forbidden{verb=\"watch\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// As in a cluster: the kubelet writes a new token into the file well before the old one

@@ -463,6 +463,19 @@ impl FromStr for JobManagerUrl {
     }
 }
 
+/// Where the sync loop and `--once` learn the ports: the JobManager in the product, a scripted
+/// source in the loop's in-process tests.
+pub trait PortSource {
+    /// What is asked, for messages: the JobManager's `/jobmanager/config` URL.
+    fn config_url(&self) -> &http::Uri;
+
+    /// The mapped ports as the source reports them now.
+    fn desired_ports(
+        &self,
+        mappings: &[PortMapping],
+    ) -> impl Future<Output = Result<DesiredPorts, JobManagerError>> + Send;
+}
+
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// The JobManager's REST endpoint, with a client bounded in time and body size.
@@ -509,19 +522,6 @@ impl JobManager {
             config_url: base.config_url(),
             ca_file: ca_file.map(Path::to_owned),
         })
-    }
-
-    pub fn config_url(&self) -> &http::Uri {
-        &self.config_url
-    }
-
-    /// Asks for the configuration and reads the mapped ports from it.
-    pub async fn desired_ports(
-        &self,
-        mappings: &[PortMapping],
-    ) -> Result<DesiredPorts, JobManagerError> {
-        let body = self.fetch_config().await.map_err(JobManagerError::Fetch)?;
-        parse_config(&body, mappings).map_err(JobManagerError::Config)
     }
 
     /// `GET /jobmanager/config`, the body read up to `MAX_BODY_BYTES`, within the bounds.
@@ -578,6 +578,21 @@ impl JobManager {
             return FetchError::Timeout(TimeoutKind::Connect);
         }
         failure_of(error, self.ca_file.as_deref())
+    }
+}
+
+impl PortSource for JobManager {
+    fn config_url(&self) -> &http::Uri {
+        &self.config_url
+    }
+
+    /// Asks for the configuration and reads the mapped ports from it.
+    async fn desired_ports(
+        &self,
+        mappings: &[PortMapping],
+    ) -> Result<DesiredPorts, JobManagerError> {
+        let body = self.fetch_config().await.map_err(JobManagerError::Fetch)?;
+        parse_config(&body, mappings).map_err(JobManagerError::Config)
     }
 }
 
@@ -973,6 +988,37 @@ mod tests {
         assert!(!connect_timed_out(&refused(
             rustls::CertificateError::UnknownIssuer
         )));
+    }
+
+    /// Against a JobManager that sends its head and then a byte of body every second: no wait
+    /// reaches the 3 s read timeout, so the 5 s bound on the whole request is the one that
+    /// fires, and is named. Real time, as below.
+    #[tokio::test]
+    async fn a_trickling_jobmanager_is_a_request_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: JobManagerUrl = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let _trickling = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = [0; 1024];
+            let _ = stream.read(&mut head).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+                .await;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if stream.write_all(b" ").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let jobmanager = JobManager::new(&url, None).unwrap();
+        let fetched = jobmanager.fetch_config().await;
+        assert_eq!(fetched, Err(FetchError::Timeout(TimeoutKind::Request)));
+        let message = fetched.unwrap_err().to_string();
+        assert!(message.contains("within 5s in all"), "{message}");
     }
 
     /// Against a listener that takes the connection and never answers: a read timeout,

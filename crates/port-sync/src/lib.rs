@@ -4,12 +4,16 @@
 //! Pure cores (`ports`, `plan`, `metrics`, `flink::parse_config`, the pacing rules in `sync`,
 //! `serve::answer`, `service::describe_status`) know nothing of sockets, clocks or Kubernetes.
 //! `flink::JobManager`, `service::ServiceHandle` and `serve::serve` are the I/O edges; `sync`
-//! (the loop) and `once` (one round) drive them; `app` wires the command line to them.
+//! (the loop) and `once` (one round) drive them, taking the ports from any `flink::PortSource`
+//! and the Service through any `kube::Client`, so that their tests run in process against
+//! `mock_api`; `app` wires the command line to them.
 
 pub mod app;
 pub mod cli;
 pub mod flink;
 pub mod metrics;
+#[cfg(test)]
+mod mock_api;
 pub mod once;
 pub mod plan;
 pub mod ports;

@@ -2,25 +2,44 @@
 //! Pure: the sync loop writes these numbers, `serve` reads them.
 
 use crate::ports::DesiredPorts;
+use crate::service::{FailureKind, Verb};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Every `kind` label of `port_sync_errors_total`, so that each series exists (at 0) from the
-/// start and rate() works on the first error.
-pub const ERROR_KINDS: &[&str] = &[
-    "jobmanager_unreachable",
-    "jobmanager_bad_answer",
-    "service_ports",
-    "api_forbidden",
-    "api_unauthorized",
-    "api_not_found",
-    "api_conflict",
-    "api_rate_limited",
-    "api_unavailable",
-    "api_gone",
-    "api_other",
-];
+/// What `port_sync_errors_total` counts, by its `kind` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    JobManagerUnreachable,
+    JobManagerBadAnswer,
+    /// The Service's ports cannot be planned (a `--port` name missing, a clash).
+    ServicePorts,
+    /// A call to the API server, labelled by `FailureKind::metric_label`.
+    Api(FailureKind),
+}
+
+impl ErrorKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::JobManagerUnreachable => "jobmanager_unreachable",
+            ErrorKind::JobManagerBadAnswer => "jobmanager_bad_answer",
+            ErrorKind::ServicePorts => "service_ports",
+            ErrorKind::Api(kind) => kind.metric_label(),
+        }
+    }
+
+    /// Every kind, so that each series exists (at 0) from the start and rate() works on the
+    /// first error.
+    pub fn all() -> impl Iterator<Item = ErrorKind> {
+        [
+            ErrorKind::JobManagerUnreachable,
+            ErrorKind::JobManagerBadAnswer,
+            ErrorKind::ServicePorts,
+        ]
+        .into_iter()
+        .chain(FailureKind::ALL.iter().copied().map(ErrorKind::Api))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metrics {
@@ -28,6 +47,8 @@ pub struct Metrics {
     /// Our patches that someone else undid within `sync::REVERT_WINDOW`.
     pub reverted_total: u64,
     pub errors_total: BTreeMap<&'static str, u64>,
+    /// Per verb: the API server refuses it (403) and has not allowed it since.
+    pub forbidden: BTreeMap<Verb, bool>,
     /// The mapped ports as the Service last showed them.
     pub service_ports: BTreeMap<String, i32>,
     /// The ports as the JobManager last reported them.
@@ -44,7 +65,8 @@ impl Default for Metrics {
         Self {
             patches_total: 0,
             reverted_total: 0,
-            errors_total: ERROR_KINDS.iter().map(|kind| (*kind, 0)).collect(),
+            errors_total: ErrorKind::all().map(|kind| (kind.label(), 0)).collect(),
+            forbidden: Verb::ALL.into_iter().map(|verb| (verb, false)).collect(),
             service_ports: BTreeMap::new(),
             desired_ports: DesiredPorts::default(),
             last_sync_seconds: None,
@@ -55,8 +77,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn count_error(&mut self, kind: &'static str) {
-        *self.errors_total.entry(kind).or_insert(0) += 1;
+    pub fn count_error(&mut self, kind: ErrorKind) {
+        *self.errors_total.entry(kind.label()).or_insert(0) += 1;
     }
 
     /// The Prometheus text exposition format, version 0.0.4.
@@ -74,7 +96,7 @@ impl Metrics {
             &mut out,
             "port_sync_reverted_total",
             "counter",
-            "Our patches that another writer undid within a minute.",
+            "Our patches that another writer undid within 5 s of landing (sync::REVERT_WINDOW).",
         );
         let _ = writeln!(out, "port_sync_reverted_total {}", self.reverted_total);
 
@@ -86,6 +108,21 @@ impl Metrics {
         );
         for (kind, count) in &self.errors_total {
             let _ = writeln!(out, "port_sync_errors_total{{kind=\"{kind}\"}} {count}");
+        }
+
+        header(
+            &mut out,
+            "port_sync_forbidden",
+            "gauge",
+            "1 while the API server refuses this verb on the Service (403), until it next allows it.",
+        );
+        for (verb, forbidden) in &self.forbidden {
+            let _ = writeln!(
+                out,
+                "port_sync_forbidden{{verb=\"{}\"}} {}",
+                verb.as_str(),
+                u8::from(*forbidden)
+            );
         }
 
         header(
@@ -177,7 +214,8 @@ mod tests {
             in_sync: true,
             ..Metrics::default()
         };
-        metrics.count_error("api_conflict");
+        metrics.count_error(ErrorKind::Api(FailureKind::Conflict));
+        metrics.forbidden.insert(Verb::Watch, true);
         let text = metrics.render();
         for line in [
             "# TYPE port_sync_patches_total counter",
@@ -186,6 +224,10 @@ mod tests {
             "port_sync_reverted_total 2",
             "port_sync_errors_total{kind=\"api_conflict\"} 1",
             "port_sync_errors_total{kind=\"api_forbidden\"} 0",
+            "port_sync_errors_total{kind=\"service_ports\"} 0",
+            "port_sync_forbidden{verb=\"get\"} 0",
+            "port_sync_forbidden{verb=\"watch\"} 1",
+            "port_sync_forbidden{verb=\"patch\"} 0",
             "port_sync_service_port{name=\"rpc\"} 44215",
             "port_sync_jobmanager_port{name=\"rpc\"} 44215",
             "port_sync_last_sync_timestamp_seconds 1700000000.500",
@@ -196,8 +238,31 @@ mod tests {
         }
         // Each family's HELP and TYPE come once, before its samples.
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!(families, 8);
+        assert_eq!(families, 9);
         assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn every_error_kind_has_its_own_series_from_the_start() {
+        let text = Metrics::default().render();
+        let labels: std::collections::BTreeSet<&str> =
+            ErrorKind::all().map(ErrorKind::label).collect();
+        assert_eq!(labels.len(), 3 + FailureKind::ALL.len(), "{labels:?}");
+        // The chart's alerts select these by name.
+        for label in [
+            "jobmanager_unreachable",
+            "api_forbidden",
+            "api_unauthorized",
+            "api_unavailable",
+            "api_rate_limited",
+            "api_other",
+        ] {
+            assert!(labels.contains(label), "{label}");
+        }
+        for label in labels {
+            let line = format!("port_sync_errors_total{{kind=\"{label}\"}} 0");
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `--once`: one round — read the JobManager, read the Service, patch if needed — and a report
 //! of what it saw and did. The standalone debugging tool.
 
-use crate::flink::{JobManager, JobManagerError};
+use crate::flink::{JobManagerError, PortSource};
 use crate::plan::{describe_ports, in_sync, plan, show_target};
 use crate::ports::{DesiredPorts, PortMapping};
 use crate::service::{FailureKind, ServiceHandle};
@@ -91,7 +91,7 @@ fn service_ports_json(ports: &[(String, i32, Option<IntOrString>)]) -> Value {
 }
 
 pub async fn once(
-    jobmanager: &JobManager,
+    jobmanager: &impl PortSource,
     service: &ServiceHandle,
     mappings: &[PortMapping],
     dry_run: bool,
@@ -192,6 +192,43 @@ mod tests {
             service_ports_json(&ports).to_string(),
             r#"[{"name":"rpc","port":6123,"targetPort":"rpc"},{"name":"blob","port":6124,"targetPort":6124},{"name":"rest","port":8081,"targetPort":null}]"#
         );
+    }
+
+    /// `--once --log-format json` as a whole, from a real round against the in-process API.
+    #[tokio::test(start_paused = true)]
+    async fn once_in_json_gives_ports_as_numbers_strings_or_null() {
+        use crate::mock_api::{MockApi, MockJobManager, chart_service};
+        let mut service = chart_service();
+        service["spec"]["ports"][1]["targetPort"] = json!("rpc");
+        service["spec"]["ports"][2]
+            .as_object_mut()
+            .unwrap()
+            .remove("targetPort");
+        let api = MockApi::new(service);
+        let jobmanager = MockJobManager::silent();
+        jobmanager.answer(DesiredPorts::from([("rpc", 41001), ("blob", 42001)]));
+        let mappings = [
+            PortMapping::new("rpc", "jobmanager.rpc.port"),
+            PortMapping::new("blob", "blob.server.port"),
+        ];
+        let report = once(&jobmanager, &api.handle(), &mappings, true).await;
+        let printed: Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(
+            printed["service"],
+            json!([
+                {"name": "rest", "port": 8081, "targetPort": 8081},
+                {"name": "rpc", "port": 6123, "targetPort": "rpc"},
+                {"name": "blob", "port": 6124, "targetPort": null},
+            ])
+        );
+        assert_eq!(
+            printed["jobmanager"],
+            json!({"blob": {"port": 42001, "targetPort": 42001},
+                   "rpc": {"port": 41001, "targetPort": 41001}})
+        );
+        assert_eq!(printed["action"], "dry-run");
+        let verbs: Vec<&str> = api.sent().iter().map(|sent| sent.verb()).collect();
+        assert_eq!(verbs, ["get"]);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! The patch addresses entries by index, as JSON Patch must, so it first `test`s each touched
 //! entry's name and old values: if anyone reorders or edits those entries between our read and
 //! our patch, the API server refuses the whole patch (422) and we re-read, instead of changing
-//! the wrong entry. Not server-side apply and not strategic merge: both key Service ports by
+//! the wrong entry. The patch does not pin the resourceVersion: the `test` ops guard exactly
+//! what it touches, so an unrelated concurrent change (a label, another port) costs no retry.
+//! Not server-side apply and not strategic merge: both key Service ports by
 //! (port, protocol), so changing a port number there adds a second entry instead of replacing.
 
 use crate::ports::{DesiredPorts, PortPair};
@@ -46,10 +48,6 @@ impl fmt::Display for Change {
 /// A patch to send and what it changes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// The resourceVersion of the Service this plan was made from. Not pinned in the patch:
-    /// the `test` ops guard exactly what the patch touches, so an unrelated concurrent change
-    /// (a label, another port) does not cost a retry.
-    pub resource_version: Option<String>,
     pub changes: Vec<Change>,
     pub patch: json_patch::Patch,
 }
@@ -138,11 +136,7 @@ pub fn plan(service: &Service, desired: &DesiredPorts) -> Result<Option<Plan>, P
     }
     check_no_clash(ports, &changes)?;
     let patch = patch_for(&changes);
-    Ok(Some(Plan {
-        resource_version: service.metadata.resource_version.clone(),
-        changes,
-        patch,
-    }))
+    Ok(Some(Plan { changes, patch }))
 }
 
 /// True when every mapped port already equals the desired one (in `port` and `targetPort`).
@@ -315,7 +309,6 @@ mod tests {
     fn the_patch_changes_exactly_port_and_target_port_of_the_mapped_entries() {
         let before = chart_service();
         let plan = plan(&before, &live_ports()).unwrap().unwrap();
-        assert_eq!(plan.resource_version.as_deref(), Some("41"));
         let after = apply(&plan, &before).unwrap();
 
         let mut expected = serde_json::to_value(&before).unwrap();

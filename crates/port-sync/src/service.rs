@@ -16,41 +16,47 @@ pub const WATCH_TIMEOUT_SECS: u32 = 290;
 /// Where the permissions port-sync needs are granted.
 pub const ROLE_MANIFEST: &str = "rbac/role.yaml";
 
-/// What went wrong with a call to the API server, sorted by what helps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FailureKind {
-    /// 403: the service account lacks a permission; retried (someone may fix the Role).
-    Forbidden,
-    /// 401: the token is not (or no longer) accepted; kube re-reads the token file.
-    Unauthorized,
-    /// 404: no such Service (yet).
-    NotFound,
-    /// 409 or 422: the Service changed under us (a failed `test` op) or refused the change;
-    /// re-read, re-plan and retry.
-    Conflict,
-    /// 429: too many requests; wait as long as the server asks.
-    RateLimited,
-    /// 5xx, refused or reset connections, timeouts.
-    Unavailable,
-    /// The watch stream's resourceVersion is too old (410): start a fresh watch.
-    Gone,
-    Other,
+/// Defines `FailureKind` from one list of variants and their metric labels, so that the label
+/// of each kind and the list of all kinds (every series exists from the start) cannot drift.
+macro_rules! failure_kinds {
+    ($($(#[doc = $doc:literal])* $variant:ident => $label:literal,)+) => {
+        /// What went wrong with a call to the API server, sorted by what helps.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum FailureKind {
+            $($(#[doc = $doc])* $variant,)+
+        }
+
+        impl FailureKind {
+            pub const ALL: &[FailureKind] = &[$(FailureKind::$variant),+];
+
+            /// The `kind` label of `port_sync_errors_total`.
+            pub fn metric_label(self) -> &'static str {
+                match self {
+                    $(FailureKind::$variant => $label,)+
+                }
+            }
+        }
+    };
 }
 
-impl FailureKind {
-    /// The `kind` label in metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Forbidden => "forbidden",
-            FailureKind::Unauthorized => "unauthorized",
-            FailureKind::NotFound => "not_found",
-            FailureKind::Conflict => "conflict",
-            FailureKind::RateLimited => "rate_limited",
-            FailureKind::Unavailable => "unavailable",
-            FailureKind::Gone => "gone",
-            FailureKind::Other => "other",
-        }
-    }
+failure_kinds! {
+    /// 403: the service account lacks a permission; retried at a pace of minutes (someone
+    /// may fix the Role).
+    Forbidden => "api_forbidden",
+    /// 401: the token is not (or no longer) accepted; kube re-reads the token file.
+    Unauthorized => "api_unauthorized",
+    /// 404: no such Service (yet).
+    NotFound => "api_not_found",
+    /// 409 or 422: the Service changed under us (a failed `test` op) or refused the change;
+    /// re-read, re-plan and retry.
+    Conflict => "api_conflict",
+    /// 429: too many requests; wait as long as the server asks.
+    RateLimited => "api_rate_limited",
+    /// 5xx, refused or reset connections, timeouts.
+    Unavailable => "api_unavailable",
+    /// The watch stream's resourceVersion is too old (410): start a fresh watch.
+    Gone => "api_gone",
+    Other => "api_other",
 }
 
 /// One failed call, with a message for the operator.
@@ -70,8 +76,9 @@ impl fmt::Display for ApiFailure {
 
 impl std::error::Error for ApiFailure {}
 
-/// The Kubernetes verb of a call, for messages about missing permissions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The Kubernetes verb of a call: for messages about missing permissions, and permissions are
+/// granted (and refused) per verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Verb {
     Get,
     Patch,
@@ -79,6 +86,8 @@ pub enum Verb {
 }
 
 impl Verb {
+    pub const ALL: [Verb; 3] = [Verb::Get, Verb::Patch, Verb::Watch];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verb::Get => "get",
@@ -174,7 +183,7 @@ impl ServiceHandle {
                     ServiceEvent::Deleted,
                     service.metadata.resource_version,
                 ))),
-                // Bookmarks only move the version on; they are not asked for here.
+                // kube asks for bookmarks (WatchParams' default); they carry no Service.
                 Ok(WatchEvent::Bookmark(_)) => None,
                 Ok(WatchEvent::Error(status)) => {
                     Some(Err(from_status(Verb::Watch, &target, &status)))
@@ -257,8 +266,9 @@ pub fn describe_status(
             FailureKind::Forbidden,
             format!(
                 "forbidden: the service account may not {verb_name} services/{name} in namespace \
-                 {namespace}; it needs verb {verb_name} on resource \"services\" with resourceNames \
-                 [{name}] in {namespace}, as {ROLE_MANIFEST} grants (get, list, watch, patch){said}"
+                 {namespace}; add to its Role in {namespace} the rule {{apiGroups: [\"\"], \
+                 resources: [services], resourceNames: [{name}], verbs: [{verb_name}]}} \
+                 ({ROLE_MANIFEST} grants get, list, watch and patch){said}"
             ),
         ),
         401 => (
@@ -345,8 +355,8 @@ mod tests {
         assert_eq!(failure.kind, FailureKind::Forbidden);
         for part in [
             "may not patch services/flink-jm in namespace flink",
-            "verb patch on resource \"services\"",
-            "resourceNames [flink-jm]",
+            "add to its Role in flink the rule {apiGroups: [\"\"], resources: [services], \
+             resourceNames: [flink-jm], verbs: [patch]}",
             "rbac/role.yaml",
             "cannot patch resource",
         ] {
