@@ -133,7 +133,7 @@ pub struct FailoverReport {
 }
 
 /// How long any one wait of a run may take before the run fails.
-const LIMIT: Duration = Duration::from_secs(120);
+pub(crate) const LIMIT: Duration = Duration::from_secs(120);
 
 impl FailoverReport {
     /// What happened after the kill, in a few lines for a person: how long the job was down
@@ -425,14 +425,14 @@ fn watch_recovery(
     ))
 }
 
-struct JobStatus {
-    state: String,
-    completed_checkpoints: u64,
-    latest_checkpoint_id: u64,
+pub(crate) struct JobStatus {
+    pub state: String,
+    pub completed_checkpoints: u64,
+    pub latest_checkpoint_id: u64,
 }
 
 /// The one job's state and checkpoint counts, from the REST API.
-fn job_status(jobmanager: &JobManager) -> Option<JobStatus> {
+pub(crate) fn job_status(jobmanager: &JobManager) -> Option<JobStatus> {
     let overview = jobmanager.rest_get("/jobs/overview").ok()?;
     let overview: serde_json::Value = serde_json::from_str(&overview.body).ok()?;
     let job = overview.get("jobs")?.as_array()?.first()?;
@@ -457,7 +457,7 @@ fn job_status(jobmanager: &JobManager) -> Option<JobStatus> {
     })
 }
 
-fn is_terminal(state: &str) -> bool {
+pub(crate) fn is_terminal(state: &str) -> bool {
     matches!(state, "FINISHED" | "FAILED" | "CANCELED")
 }
 
@@ -470,7 +470,7 @@ pub fn registration_error_delays(taskmanager_log: &str) -> usize {
         .count()
 }
 
-fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     limit: Duration,
     what: &str,
     mut check: impl FnMut() -> Option<T>,
@@ -487,7 +487,7 @@ fn wait_for<T>(
     }
 }
 
-fn tail(log: &str) -> String {
+pub(crate) fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }

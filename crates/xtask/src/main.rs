@@ -16,6 +16,7 @@ mod soak;
 mod stats;
 mod supply_chain;
 mod test;
+mod zookeeper_restart;
 mod zookeeper_versions;
 
 use clap::{Parser, Subcommand};
@@ -124,6 +125,17 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// The streaming job on a 3-member ZooKeeper whose leader is killed and started again
+    /// mid-stream, with tolerate-suspended-connections false and true: what the job goes
+    /// through, exactly-once.
+    ZookeeperRestart {
+        /// Runs of each setting (interleaved).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// With the chart's recovery settings and ZooKeeper tickTime.
+        #[arg(long)]
+        chart: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -163,6 +175,7 @@ fn main() -> ExitCode {
             sigterm,
         } => failover::run(runs, &variants, &flink_settings, chart, sigterm),
         Task::ZookeeperVersions { versions } => zookeeper_versions::run(versions),
+        Task::ZookeeperRestart { runs, chart } => zookeeper_restart::run(runs, chart),
         Task::Load {
             instances,
             minutes,
