@@ -241,7 +241,7 @@ pub fn job_state_changes(jobmanager_log: &str) -> Vec<String> {
 pub fn leadership_revoked(jobmanager_log: &str) -> bool {
     jobmanager_log.lines().any(|line| {
         let line = line.to_ascii_lowercase();
-        line.contains("revoke") && line.contains("leadership")
+        line.contains("revok") && line.contains("leadership")
     })
 }
 
