@@ -10,18 +10,30 @@ use crate::run::{Result, build_debug_binary};
 use crate::stats::median;
 use drills::failover::{self, FailoverConfig, FailoverReport, Milestones, Stop, Variant};
 use fixtures::flink::{DEFAULT_VERSION, Flink};
+use fixtures::forwarder::Unlisted;
 use fixtures::process::stop_children_on_signal;
 use std::time::Duration;
 
-pub fn run(
-    runs: usize,
-    variants: &[String],
-    settings: &[String],
-    chart: bool,
-    sigterm: bool,
-) -> Result {
+/// The scenario's switches besides the variants and Flink settings.
+pub struct Options {
+    pub chart: bool,
+    pub sigterm: bool,
+    pub proxy_sync_delay: Duration,
+    pub proxy_unlisted: Unlisted,
+}
+
+pub fn run(runs: usize, variants: &[String], settings: &[String], options: Options) -> Result {
+    let Options {
+        chart,
+        sigterm,
+        proxy_sync_delay,
+        proxy_unlisted,
+    } = options;
     stop_children_on_signal();
     install::debian_packages(&[install::ZOOKEEPER])?;
+    if variants.iter().any(|name| name == "shell-loop") {
+        install::debian_packages(&[install::CURL, install::JQ])?;
+    }
     install::flink()?;
     let port_sync = build_debug_binary("port-sync")?;
     let flink = Flink::install(DEFAULT_VERSION).map_err(|error| error.to_string())?;
@@ -53,9 +65,13 @@ pub fn run(
         .map(|name| match name.as_str() {
             "pod-ip" => Ok(Variant::PodIp),
             "port-sync" => Ok(Variant::PortSync(port_sync.clone())),
+            "shell-loop" => Ok(Variant::ShellLoop(
+                crate::run::workspace_root().join("tests/bench/port-sync-loop.sh"),
+            )),
             "pinned" => Ok(Variant::Pinned),
             other => Err(format!(
-                "--variants: unknown variant {other:?}; known: pod-ip, port-sync, pinned"
+                "--variants: unknown variant {other:?}; known: pod-ip, port-sync, shell-loop, \
+                 pinned"
             )),
         })
         .collect::<Result<Vec<_>>>()?;
@@ -68,6 +84,8 @@ pub fn run(
                 flink_settings: flink_settings.clone(),
                 zookeeper_tick_ms,
                 stop: if sigterm { Stop::Term } else { Stop::Kill },
+                proxy_sync_delay,
+                proxy_unlisted,
                 ..FailoverConfig::new(variant.clone())
             };
             let report = failover::run(&flink, &config)?;
@@ -90,10 +108,15 @@ pub fn run(
             .collect();
         format!(", with {}", shown.join(", "))
     };
+    let unlisted = match proxy_unlisted {
+        Unlisted::Refuse => "refused",
+        Unlisted::Drop => "dropped",
+    };
     println!(
         "\nJobManager failover of a streaming job (Flink {DEFAULT_VERSION} application mode, \
-         ZooKeeper tickTime {zookeeper_tick_ms} ms, {runs} runs each{with}): seconds from the \
-         {stopped}, median (min-max)\n"
+         ZooKeeper tickTime {zookeeper_tick_ms} ms, {runs} runs each{with}; the kube-proxy \
+         stand-in applies a Service change after {proxy_sync_delay:?}, an unlisted port is \
+         {unlisted}): seconds from the {stopped}, median (min-max)\n"
     );
     println!(
         "| variant | new leader | Service right | job RUNNING again | first checkpoint after restore | TaskManager registered | error-delays hit | restored from a checkpoint | exactly-once |"
