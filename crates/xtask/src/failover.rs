@@ -108,6 +108,11 @@ pub fn run(runs: usize, variants: &[String], settings: &[String], options: Optio
             .collect();
         format!(", with {}", shown.join(", "))
     };
+    let sync = if proxy_sync_delay.is_zero() {
+        "at once".to_owned()
+    } else {
+        format!("after {} ms", proxy_sync_delay.as_millis())
+    };
     let unlisted = match proxy_unlisted {
         Unlisted::Refuse => "refused",
         Unlisted::Drop => "dropped",
@@ -115,7 +120,7 @@ pub fn run(runs: usize, variants: &[String], settings: &[String], options: Optio
     println!(
         "\nJobManager failover of a streaming job (Flink {DEFAULT_VERSION} application mode, \
          ZooKeeper tickTime {zookeeper_tick_ms} ms, {runs} runs each{with}; the kube-proxy \
-         stand-in applies a Service change after {proxy_sync_delay:?}, an unlisted port is \
+         stand-in applies a Service change {sync}, an unlisted port is \
          {unlisted}): seconds from the {stopped}, median (min-max)\n"
     );
     println!(
