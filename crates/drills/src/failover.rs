@@ -2,8 +2,9 @@
 //! checkpoints and an exactly-once FileSink, a TaskManager, ZooKeeper HA; the JobManager is
 //! killed mid-stream and started again at once (a container restart). One run of one variant:
 //! how the TaskManager reaches the JobManager (its pod address, or a Service kept right by
-//! port-sync or by the article's shell loop, or a Service with pinned ports and no sidecar). It reports the milestones after the
-//! kill, the checkpoint restored and whether the output holds every record exactly once.
+//! port-sync or by the article's shell loop, or a Service with pinned ports and no sidecar). It
+//! reports the milestones after the kill, the checkpoint restored and whether the output holds
+//! every record exactly once.
 //!
 //! Real: Flink 2.3, ZooKeeper, port-sync (the built binary), the shell loop (sh, curl, jq),
 //! kube's client. Stand-in: the Kubernetes API server, and the forwarder playing kube-proxy
