@@ -2,23 +2,25 @@
 //! checkpoints and an exactly-once FileSink, a TaskManager, ZooKeeper HA; the JobManager is
 //! killed mid-stream and started again at once (a container restart). One run of one variant:
 //! how the TaskManager reaches the JobManager (its pod address, or a Service kept right by
-//! port-sync, or a Service with pinned ports and no sidecar). It reports the milestones after the
-//! kill, the checkpoint restored and whether the output holds every record exactly once.
+//! port-sync or by the article's shell loop, or a Service with pinned ports and no sidecar). It
+//! reports the milestones after the kill, the checkpoint restored and whether the output holds
+//! every record exactly once.
 //!
-//! Real: Flink 2.3, ZooKeeper, port-sync (the built binary), kube's client. Stand-in: the
-//! Kubernetes API server, and the forwarder playing kube-proxy.
+//! Real: Flink 2.3, ZooKeeper, port-sync (the built binary), the shell loop (sh, curl, jq),
+//! kube's client. Stand-in: the Kubernetes API server, and the forwarder playing kube-proxy
+//! (optionally with kube-proxy's sync delay, and dropping attempts to unlisted ports).
 
 use crate::scenario::Addresses;
 use fixtures::flink::{
     ExactlyOnce, Flink, JobManager, JobManagerConfig, StreamingJob, TaskManager, TaskManagerConfig,
     restored_checkpoint,
 };
-use fixtures::forwarder::{Forwarder, ForwarderConfig};
+use fixtures::forwarder::{Forwarder, ForwarderConfig, Unlisted};
 use fixtures::ports::free_port;
 use fixtures::process::{Echo, Process};
 use fixtures::zookeeper::{Ensemble, EnsembleConfig};
 use kube_stand_in::ApiServerConfig;
-use kube_stand_in::service_bed::{SERVICE, ServiceBed};
+use kube_stand_in::service_bed::{NAMESPACE, SERVICE, ServiceBed};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -32,6 +34,11 @@ pub enum Variant {
     /// The Service address, random RPC and blob ports, port-sync (this binary) patching the
     /// Service.
     PortSync(PathBuf),
+    /// The Service address, random RPC and blob ports, the article's sidecar loop (this
+    /// script, tests/bench/port-sync-loop.sh) patching the Service: every second curl and jq
+    /// read the RPC port and a JSON Patch sets the Service's first port (rpc) to it. It never
+    /// touches the blob port.
+    ShellLoop(PathBuf),
     /// The Service address, RPC and blob pinned to the Service's 6123 and 6124: no sidecar.
     Pinned,
 }
@@ -41,6 +48,7 @@ impl Variant {
         match self {
             Variant::PodIp => "pod IP, no Service",
             Variant::PortSync(_) => "Service + port-sync",
+            Variant::ShellLoop(_) => "Service + the article's shell loop",
             Variant::Pinned => "Service, pinned ports, no sidecar",
         }
     }
@@ -75,6 +83,11 @@ pub struct FailoverConfig {
     /// bounds how long the old JobManager's session outlives its kill (500 ms: at most 10 s;
     /// the chart's 2000 ms: at most 40 s).
     pub zookeeper_tick_ms: u32,
+    /// The forwarder's kube-proxy sync delay: a Service change reaches the "Service IP" this
+    /// long after it is made.
+    pub proxy_sync_delay: Duration,
+    /// What a dial of a port the Service does not list meets at the "Service IP".
+    pub proxy_unlisted: Unlisted,
     pub echo: Echo,
 }
 
@@ -88,6 +101,8 @@ impl FailoverConfig {
             checkpoints_before_kill: 2,
             flink_settings: Vec::new(),
             zookeeper_tick_ms: 500,
+            proxy_sync_delay: Duration::ZERO,
+            proxy_unlisted: Unlisted::Refuse,
             echo: Echo::Quiet,
         }
     }
@@ -102,7 +117,8 @@ pub struct Milestones {
     pub jobmanager_up: Option<Duration>,
     /// `/jobmanager/config` answers 200: the new JobManager leads.
     pub leader: Option<Duration>,
-    /// The Service lists the new JobManager's live ports (port-sync and pinned variants).
+    /// The Service lists the new JobManager's live ports (port-sync and pinned variants; the
+    /// RPC port alone for the shell loop, which keeps no other).
     pub service_right: Option<Duration>,
     /// The job is RUNNING again on the new JobManager.
     pub job_running: Option<Duration>,
@@ -237,7 +253,11 @@ pub fn run(flink: &Flink, config: &FailoverConfig) -> Result<FailoverReport, Str
     let _forwarder = match &bed {
         Some(bed) => Some(
             Forwarder::for_service_bed(
-                ForwarderConfig::new(addresses.service, addresses.jobmanager_pod),
+                ForwarderConfig {
+                    sync_delay: config.proxy_sync_delay,
+                    unlisted: config.proxy_unlisted,
+                    ..ForwarderConfig::new(addresses.service, addresses.jobmanager_pod)
+                },
                 Arc::clone(bed),
                 SERVICE,
             )
@@ -245,7 +265,8 @@ pub fn run(flink: &Flink, config: &FailoverConfig) -> Result<FailoverReport, Str
         ),
         None => None,
     };
-    let _port_sync = match (&config.variant, &bed) {
+    let scratch = work.path().join("kube");
+    let _sidecar = match (&config.variant, &bed) {
         (Variant::PortSync(binary), Some(bed)) => {
             let mut command = Command::new(binary);
             command
@@ -259,6 +280,29 @@ pub fn run(flink: &Flink, config: &FailoverConfig) -> Result<FailoverReport, Str
             Some(
                 Process::spawn("port-sync", command, config.echo.clone())
                     .map_err(context("start port-sync"))?,
+            )
+        }
+        (Variant::ShellLoop(script), Some(bed)) => {
+            std::fs::create_dir_all(&scratch).map_err(context("make the loop's dir"))?;
+            let ca_file = scratch.join("ca.pem");
+            std::fs::write(&ca_file, bed.api.ca_pem()).map_err(context("write the API's CA"))?;
+            // The same Service and service account as port-sync: its Role (get, list, watch,
+            // patch on this one Service) is all the loop needs.
+            let mut command = Command::new("sh");
+            command
+                .arg(script)
+                .env(
+                    "JM_URL",
+                    format!("http://{}:{rest_port}", addresses.jobmanager_pod),
+                )
+                .env("API_URL", bed.api.url())
+                .env("CA_FILE", &ca_file)
+                .env("TOKEN_FILE", &bed.token_file)
+                .env("NAMESPACE", NAMESPACE)
+                .env("SERVICE", SERVICE);
+            Some(
+                Process::spawn("shell loop", command, config.echo.clone())
+                    .map_err(context("start the shell loop"))?,
             )
         }
         _ => None,
@@ -303,7 +347,8 @@ pub fn run(flink: &Flink, config: &FailoverConfig) -> Result<FailoverReport, Str
                 .map_err(context("stop (SIGTERM) and restart the JobManager"))?,
         ),
     };
-    let milestones = watch_recovery(&jobmanager, bed.as_deref(), killed, before_kill)?;
+    let rpc_only = matches!(config.variant, Variant::ShellLoop(_));
+    let milestones = watch_recovery(&jobmanager, bed.as_deref(), rpc_only, killed, before_kill)?;
 
     let final_state = wait_for(
         Duration::from_secs(config.count / config.rate.max(1)) + LIMIT,
@@ -372,6 +417,7 @@ pub const CHART_ZOOKEEPER_TICK_MS: u32 = 2000;
 fn watch_recovery(
     jobmanager: &JobManager,
     bed: Option<&ServiceBed>,
+    rpc_only: bool,
     killed: Instant,
     checkpoints_before_kill: u64,
 ) -> Result<Milestones, String> {
@@ -393,7 +439,8 @@ fn watch_recovery(
         if let (Some((rpc, blob)), Some(bed)) = (live_ports, bed) {
             mark(
                 &mut seen.service_right,
-                bed.exposes(SERVICE, "rpc", rpc) && bed.exposes(SERVICE, "blob", blob),
+                bed.exposes(SERVICE, "rpc", rpc)
+                    && (rpc_only || bed.exposes(SERVICE, "blob", blob)),
             );
         }
         if let Some(status) = job_status(jobmanager) {

@@ -104,8 +104,13 @@ enum Task {
         /// Runs of each variant (interleaved).
         #[arg(long, default_value_t = 5)]
         runs: usize,
-        /// Variants, comma-separated: pod-ip, port-sync, pinned.
-        #[arg(long, value_delimiter = ',', default_value = "pod-ip,port-sync,pinned")]
+        /// Variants, comma-separated: pod-ip, port-sync, shell-loop (the article's sidecar
+        /// loop, tests/bench/port-sync-loop.sh), pinned.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "pod-ip,port-sync,shell-loop,pinned"
+        )]
         variants: Vec<String>,
         /// A Flink setting for JobManager and TaskManager, KEY=VALUE (repeat for more): the
         /// levers measured, e.g. `cluster.registration.error-delay=1 s`.
@@ -118,6 +123,14 @@ enum Task {
         /// Stop the JobManager with SIGTERM (a pod deletion) instead of SIGKILL (a crash).
         #[arg(long)]
         sigterm: bool,
+        /// kube-proxy's sync delay in the forwarder: a Service change reaches the Service
+        /// address this long after it is made (e.g. 1s, iptables' default minSyncPeriod).
+        #[arg(long, value_parser = sidecar_common::duration::parse_duration, default_value = "0s")]
+        proxy_sync_delay: std::time::Duration,
+        /// What a dial of a port the Service does not list meets: refuse (at once) or drop
+        /// (no answer; the client's SYN is retransmitted until its connect timeout).
+        #[arg(long, default_value = "refuse")]
+        proxy_unlisted: fixtures::forwarder::Unlisted,
     },
     /// Run each cargo-fuzz target (crates/fuzz) for a bounded time; fail on any crash.
     Fuzz {
@@ -173,7 +186,19 @@ fn main() -> ExitCode {
             flink_settings,
             chart,
             sigterm,
-        } => failover::run(runs, &variants, &flink_settings, chart, sigterm),
+            proxy_sync_delay,
+            proxy_unlisted,
+        } => failover::run(
+            runs,
+            &variants,
+            &flink_settings,
+            failover::Options {
+                chart,
+                sigterm,
+                proxy_sync_delay,
+                proxy_unlisted,
+            },
+        ),
         Task::ZookeeperVersions { versions } => zookeeper_versions::run(versions),
         Task::ZookeeperRestart { runs, chart } => zookeeper_restart::run(runs, chart),
         Task::Load {
