@@ -410,6 +410,29 @@ pub fn chart_recovery_settings(values_yaml: &str) -> Result<Vec<(String, String)
         .collect())
 }
 
+/// The chart's JobManager port settings (`highAvailability.jobManagerPort`, `blobServerPort`)
+/// as the Flink keys it renders them into: a range each, of which Flink binds the first free
+/// port, so a JobManager restarted in its pod (or a new pod) takes the same ports again.
+pub fn chart_port_settings(values_yaml: &str) -> Result<Vec<(String, String)>, String> {
+    let values: serde_json::Value = serde_saphyr::from_str(values_yaml)
+        .map_err(|error| format!("the chart's values.yaml does not parse: {error}"))?;
+    let text = |pointer: &str| -> Result<String, String> {
+        let value = values
+            .pointer(pointer)
+            .ok_or_else(|| format!("the chart's values.yaml has no {pointer}"))?;
+        Ok(value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned))
+    };
+    Ok(vec![
+        (
+            "high-availability.jobmanager.port".to_owned(),
+            text("/highAvailability/jobManagerPort")?,
+        ),
+        ("blob.server.port".to_owned(), text("/blobServerPort")?),
+    ])
+}
+
 /// The chart's ZooKeeper `tickTime` (in its zoo.cfg template).
 pub const CHART_ZOOKEEPER_TICK_MS: u32 = 2000;
 
@@ -542,6 +565,22 @@ pub(crate) fn tail(log: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_charts_port_ranges_are_read_from_its_values() {
+        let values = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../helm/flink-ha/values.yaml"),
+        )
+        .unwrap();
+        let settings = chart_port_settings(&values).unwrap();
+        let keys: Vec<&str> = settings.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["high-availability.jobmanager.port", "blob.server.port"]
+        );
+        assert!(settings.iter().all(|(_, value)| !value.is_empty()));
+    }
 
     #[test]
     fn the_charts_recovery_settings_are_read_from_its_values() {

@@ -37,13 +37,16 @@ pub fn run(runs: usize, variants: &[String], settings: &[String], options: Optio
     install::flink()?;
     let port_sync = build_debug_binary("port-sync")?;
     let flink = Flink::install(DEFAULT_VERSION).map_err(|error| error.to_string())?;
-    let mut flink_settings = if chart {
+    let (mut flink_settings, chart_ports) = if chart {
         let values = crate::run::workspace_root().join("helm/flink-ha/values.yaml");
         let text = std::fs::read_to_string(&values)
             .map_err(|error| format!("read {}: {error}", values.display()))?;
-        failover::chart_recovery_settings(&text)?
+        (
+            failover::chart_recovery_settings(&text)?,
+            failover::chart_port_settings(&text)?,
+        )
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let given = settings
         .iter()
@@ -80,8 +83,15 @@ pub fn run(runs: usize, variants: &[String], settings: &[String], options: Optio
     for round in 1..=runs {
         for (index, variant) in variants.iter().enumerate() {
             eprintln!("==> failover run {round}/{runs}: {}", variant.name());
+            // The chart's port ranges for every variant but pinned (whose single ports are
+            // the point); a --flink-setting given on the command line comes after and wins.
+            let mut settings = match variant {
+                Variant::Pinned => Vec::new(),
+                _ => chart_ports.clone(),
+            };
+            settings.extend(flink_settings.iter().cloned());
             let config = FailoverConfig {
-                flink_settings: flink_settings.clone(),
+                flink_settings: settings,
                 zookeeper_tick_ms,
                 stop: if sigterm { Stop::Term } else { Stop::Kill },
                 proxy_sync_delay,
@@ -99,13 +109,18 @@ pub fn run(runs: usize, variants: &[String], settings: &[String], options: Optio
     } else {
         "SIGKILL"
     };
-    let with = if flink_settings.is_empty() {
+    let with = if flink_settings.is_empty() && chart_ports.is_empty() {
         String::new()
     } else {
-        let shown: Vec<String> = flink_settings
+        let mut shown: Vec<String> = flink_settings
             .iter()
             .map(|(key, value)| format!("{key}: {value}"))
             .collect();
+        shown.extend(
+            chart_ports
+                .iter()
+                .map(|(key, value)| format!("{key}: {value} (but pinned)")),
+        );
         format!(", with {}", shown.join(", "))
     };
     let sync = if proxy_sync_delay.is_zero() {

@@ -117,7 +117,8 @@ enum Task {
         #[arg(long = "flink-setting")]
         flink_settings: Vec<String>,
         /// Recover with the chart's configuration: its flinkConfiguration's recovery settings
-        /// (ZooKeeper client timeouts, registration delays) and its ZooKeeper tickTime.
+        /// (ZooKeeper client timeouts, registration delays), its JobManager port ranges (all
+        /// variants but pinned) and its ZooKeeper tickTime.
         #[arg(long)]
         chart: bool,
         /// Stop the JobManager with SIGTERM (a pod deletion) instead of SIGKILL (a crash).
