@@ -119,7 +119,7 @@ pub fn run(runs: usize, variants: &[String], settings: &[String], options: Optio
         shown.extend(
             chart_ports
                 .iter()
-                .map(|(key, value)| format!("{key}: {value} (but pinned)")),
+                .map(|(key, value)| format!("{key}: {value} (not for pinned)")),
         );
         format!(", with {}", shown.join(", "))
     };
