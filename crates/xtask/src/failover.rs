@@ -209,10 +209,7 @@ pub fn run(runs: usize, variants: &[String], settings: &[String], options: Optio
 }
 
 fn spread(runs: &[FailoverReport], pick: fn(&Milestones) -> Option<Duration>) -> String {
-    summarize(
-        runs.iter().filter_map(|r| pick(&r.milestones)).collect(),
-        runs.len(),
-    )
+    crate::stats::spread(runs.iter().map(|r| pick(&r.milestones)))
 }
 
 /// "median (min-max)" of `values` seen in some of `runs` runs, and in how many never.

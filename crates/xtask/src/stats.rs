@@ -11,6 +11,30 @@ pub fn median(mut values: Vec<Duration>) -> Duration {
     }
 }
 
+/// "median (min-max)" in seconds of the values seen, with how many runs never saw one; "–"
+/// when none did.
+pub fn spread(values: impl IntoIterator<Item = Option<Duration>>) -> String {
+    let all: Vec<Option<Duration>> = values.into_iter().collect();
+    let seen: Vec<Duration> = all.iter().flatten().copied().collect();
+    if seen.is_empty() {
+        return "–".to_owned();
+    }
+    let min = seen.iter().min().copied().unwrap_or_default();
+    let max = seen.iter().max().copied().unwrap_or_default();
+    let missing = all.len() - seen.len();
+    format!(
+        "{:.1} ({:.1}-{:.1}){}",
+        median(seen).as_secs_f64(),
+        min.as_secs_f64(),
+        max.as_secs_f64(),
+        if missing > 0 {
+            format!(", never in {missing}")
+        } else {
+            String::new()
+        }
+    )
+}
+
 pub fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }

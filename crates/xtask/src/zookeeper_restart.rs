@@ -5,7 +5,6 @@
 
 use crate::install;
 use crate::run::Result;
-use crate::stats::median;
 use drills::zookeeper_restart::{
     self, Disruption, TOLERATE_SUSPENDED, ZookeeperRestartConfig, ZookeeperRestartReport,
 };
@@ -109,24 +108,7 @@ pub fn run(runs: usize, chart: bool) -> Result {
 }
 
 fn spread(runs: &[ZookeeperRestartReport], pick: fn(&Disruption) -> Option<Duration>) -> String {
-    let values: Vec<Duration> = runs.iter().filter_map(|r| pick(&r.disruption)).collect();
-    if values.is_empty() {
-        return "–".to_owned();
-    }
-    let min = values.iter().min().copied().unwrap_or_default();
-    let max = values.iter().max().copied().unwrap_or_default();
-    let missing = runs.len() - values.len();
-    format!(
-        "{:.1} ({:.1}-{:.1}){}",
-        median(values).as_secs_f64(),
-        min.as_secs_f64(),
-        max.as_secs_f64(),
-        if missing > 0 {
-            format!(", never in {missing}")
-        } else {
-            String::new()
-        }
-    )
+    crate::stats::spread(runs.iter().map(|r| pick(&r.disruption)))
 }
 
 fn one_line(report: &ZookeeperRestartReport) -> String {
