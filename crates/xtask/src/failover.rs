@@ -7,7 +7,6 @@
 
 use crate::install;
 use crate::run::{Result, build_debug_binary};
-use crate::stats::median;
 use drills::failover::{self, FailoverConfig, FailoverReport, Milestones, Stop, Variant};
 use fixtures::flink::{DEFAULT_VERSION, Flink};
 use fixtures::forwarder::Unlisted;
@@ -180,14 +179,10 @@ pub fn run(runs: usize, variants: &[String], settings: &[String], options: Optio
     println!("|---|---|---|---|---|");
     for runs in &reports {
         let column = |pick: fn(&Milestones) -> Option<Duration>| {
-            let after: Vec<Duration> = runs
-                .iter()
-                .filter_map(|r| {
-                    let leader = r.milestones.leader?;
-                    Some(pick(&r.milestones)?.saturating_sub(leader))
-                })
-                .collect();
-            summarize(after, runs.len())
+            crate::stats::spread(runs.iter().map(|r| {
+                let leader = r.milestones.leader?;
+                Some(pick(&r.milestones)?.saturating_sub(leader))
+            }))
         };
         println!(
             "| {} | {} | {} | {} | {} |",
@@ -210,27 +205,6 @@ pub fn run(runs: usize, variants: &[String], settings: &[String], options: Optio
 
 fn spread(runs: &[FailoverReport], pick: fn(&Milestones) -> Option<Duration>) -> String {
     crate::stats::spread(runs.iter().map(|r| pick(&r.milestones)))
-}
-
-/// "median (min-max)" of `values` seen in some of `runs` runs, and in how many never.
-fn summarize(values: Vec<Duration>, runs: usize) -> String {
-    if values.is_empty() {
-        return "–".to_owned();
-    }
-    let min = values.iter().min().copied().unwrap_or_default();
-    let max = values.iter().max().copied().unwrap_or_default();
-    let missing = runs - values.len();
-    format!(
-        "{:.1} ({:.1}-{:.1}){}",
-        median(values).as_secs_f64(),
-        min.as_secs_f64(),
-        max.as_secs_f64(),
-        if missing > 0 {
-            format!(", never in {missing}")
-        } else {
-            String::new()
-        }
-    )
 }
 
 fn one_line(report: &FailoverReport) -> String {
