@@ -350,22 +350,7 @@ pub fn run(flink: &Flink, config: &FailoverConfig) -> Result<FailoverReport, Str
     let rpc_only = matches!(config.variant, Variant::ShellLoop(_));
     let milestones = watch_recovery(&jobmanager, bed.as_deref(), rpc_only, killed, before_kill)?;
 
-    let final_state = wait_for(
-        Duration::from_secs(config.count / config.rate.max(1)) + LIMIT,
-        "the job to finish",
-        || {
-            if !jobmanager.is_running() {
-                return Some("FINISHED (application JobManager exited)".to_owned());
-            }
-            job_status(&jobmanager)
-                .filter(|status| is_terminal(&status.state))
-                .map(|status| status.state)
-        },
-    )
-    .map_err(|error| format!("{error}\n{}", tail(&jobmanager.log())))?;
-    let exactly_once = job
-        .judge_output()
-        .map_err(context("read the job's output"))?;
+    let (final_state, exactly_once) = finish(&mut jobmanager, &job)?;
     let taskmanager_log = taskmanager.log();
     let jobmanager_log = jobmanager.log();
     let restored = restored_checkpoint(&jobmanager_log);
@@ -525,6 +510,31 @@ pub(crate) fn job_status(jobmanager: &JobManager) -> Option<JobStatus> {
         completed_checkpoints,
         latest_checkpoint_id,
     })
+}
+
+/// Waits for the application's job to end (its JobManager exits with it, or the job reaches a
+/// terminal state), then judges the committed output: the final state and the verdict.
+pub(crate) fn finish(
+    jobmanager: &mut JobManager,
+    job: &StreamingJob,
+) -> Result<(String, ExactlyOnce), String> {
+    let final_state = wait_for(
+        Duration::from_secs(job.count / job.rate.max(1)) + LIMIT,
+        "the job to finish",
+        || {
+            if !jobmanager.is_running() {
+                return Some("FINISHED (application JobManager exited)".to_owned());
+            }
+            job_status(jobmanager)
+                .filter(|status| is_terminal(&status.state))
+                .map(|status| status.state)
+        },
+    )
+    .map_err(|error| format!("{error}\n{}", tail(&jobmanager.log())))?;
+    let exactly_once = job
+        .judge_output()
+        .map_err(|error| format!("read the job's output: {error}"))?;
+    Ok((final_state, exactly_once))
 }
 
 pub(crate) fn is_terminal(state: &str) -> bool {

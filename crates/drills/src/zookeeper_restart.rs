@@ -9,7 +9,7 @@
 //! The TaskManager reaches the JobManager by pod address: the question is Flink's, the Service
 //! and port-sync play no part in it (the JobManager keeps its process and ports).
 
-use crate::failover::{LIMIT, is_terminal, job_status, tail, wait_for};
+use crate::failover::{LIMIT, finish, is_terminal, job_status, tail, wait_for};
 use fixtures::flink::{
     ExactlyOnce, Flink, JobManager, JobManagerConfig, StreamingJob, TaskManager, TaskManagerConfig,
 };
@@ -191,22 +191,7 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let final_state = wait_for(
-        Duration::from_secs(config.count / config.rate.max(1)) + LIMIT,
-        "the job to finish",
-        || {
-            if !jobmanager.is_running() {
-                return Some("FINISHED (application JobManager exited)".to_owned());
-            }
-            job_status(&jobmanager)
-                .filter(|status| is_terminal(&status.state))
-                .map(|status| status.state)
-        },
-    )
-    .map_err(|error| format!("{error}\n{}", tail(&jobmanager.log())))?;
-    let exactly_once = job
-        .judge_output()
-        .map_err(context("read the job's output"))?;
+    let (final_state, exactly_once) = finish(&mut jobmanager, &job)?;
     let log = jobmanager.log();
     let after = log.get(log_before..).unwrap_or("");
     Ok(ZookeeperRestartReport {
