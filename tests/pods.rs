@@ -271,6 +271,29 @@ fn config_maps(api: &ApiServer) -> BTreeMap<String, Value> {
 struct ZookeeperPods {
     members: Vec<(String, String)>,
     pod_spec: Value,
+    claim_templates: Vec<Value>,
+}
+
+/// (pod name, address) of each of `replicas` members on the network `prefix`.
+fn zookeeper_members(prefix: &str, replicas: usize) -> Vec<(String, String)> {
+    (0..replicas)
+        .map(|ordinal| {
+            (
+                format!("{ZOOKEEPER}-{ordinal}"),
+                format!("{prefix}.{}", 10 + ordinal),
+            )
+        })
+        .collect()
+}
+
+/// `--add-host` flags for every member's stable name.
+fn zookeeper_host_flags(members: &[(String, String)]) -> Vec<String> {
+    members
+        .iter()
+        .map(|(name, ip)| {
+            format!("--add-host={name}.{HEADLESS}.{NAMESPACE}.svc.cluster.local:{ip}")
+        })
+        .collect()
 }
 
 impl ZookeeperPods {
@@ -279,38 +302,22 @@ impl ZookeeperPods {
             .get_object("apps/v1", "StatefulSet", NAMESPACE, ZOOKEEPER)
             .expect("the chart renders the ZooKeeper StatefulSet");
         let replicas = statefulset["spec"]["replicas"].as_u64().unwrap() as usize;
-        let members = (0..replicas)
-            .map(|ordinal| {
-                (
-                    format!("{ZOOKEEPER}-{ordinal}"),
-                    format!("{prefix}.{}", 10 + ordinal),
-                )
-            })
-            .collect();
         ZookeeperPods {
-            members,
+            members: zookeeper_members(prefix, replicas),
             pod_spec: statefulset["spec"]["template"]["spec"].clone(),
+            claim_templates: statefulset["spec"]["volumeClaimTemplates"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 
-    /// `--add-host` flags for every member's stable name.
     fn hosts(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .map(|(name, ip)| {
-                format!("--add-host={name}.{HEADLESS}.{NAMESPACE}.svc.cluster.local:{ip}")
-            })
-            .collect()
+        zookeeper_host_flags(&self.members)
     }
 
     fn start(&self, pods: &mut Pods, api: &ApiServer, volumes_root: &Path) {
-        let statefulset = api
-            .get_object("apps/v1", "StatefulSet", NAMESPACE, ZOOKEEPER)
-            .unwrap();
-        let claim_templates = statefulset["spec"]["volumeClaimTemplates"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let claim_templates = &self.claim_templates;
         let config_maps = config_maps(api);
         let hosts = self.hosts();
         for (name, ip) in &self.members {
@@ -326,7 +333,7 @@ impl ZookeeperPods {
             };
             let volume_dirs = pods::make_volumes(
                 &self.pod_spec,
-                &claim_templates,
+                claim_templates,
                 &inputs,
                 &volumes_root.join(name),
             )
@@ -568,18 +575,9 @@ fn the_release_runs_in_containers_zk_wait_holds_port_sync_syncs_and_a_job_finish
     // The host's address on the pods' network: where the API stand-in and the "Service IP"
     // (the forwarder) listen. It exists once the network's first container runs.
     let gateway: IpAddr = format!("{prefix}.1").parse().unwrap();
-    let zookeeper_hosts = |members: usize| -> Vec<String> {
-        (0..members)
-            .map(|ordinal| {
-                format!(
-                    "--add-host={ZOOKEEPER}-{ordinal}.{HEADLESS}.{NAMESPACE}.svc.cluster.local:\
-                     {prefix}.{}",
-                    10 + ordinal
-                )
-            })
-            .collect()
-    };
-    let mut hosts = zookeeper_hosts(ZOOKEEPER_MEMBERS);
+    // The pods' /etc/hosts is fixed when the JobManager pod's holder starts, before the chart
+    // is rendered (the API stand-in listens on an address that exists only from then on).
+    let mut hosts = zookeeper_host_flags(&zookeeper_members(&prefix, ZOOKEEPER_MEMBERS));
     for service_name in [
         JOBMANAGER.to_owned(),
         format!("{JOBMANAGER}.{NAMESPACE}.svc.cluster.local"),
@@ -608,7 +606,7 @@ fn the_release_runs_in_containers_zk_wait_holds_port_sync_syncs_and_a_job_finish
     let zookeeper = ZookeeperPods::plan(&api, &prefix);
     assert_eq!(
         zookeeper.hosts(),
-        zookeeper_hosts(zookeeper.members.len()),
+        zookeeper_host_flags(&zookeeper_members(&prefix, ZOOKEEPER_MEMBERS)),
         "the chart renders {ZOOKEEPER_MEMBERS} ZooKeeper members"
     );
     let volumes_root = tempfile::tempdir().unwrap();
